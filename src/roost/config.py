@@ -1,0 +1,137 @@
+"""Roost settings: the one place that reads ``ROOST_*`` environment variables and ``roost.toml``.
+
+Precedence, highest first: explicit overrides (CLI flags), environment variables, the
+``roost.toml`` file (``ROOST_CONFIG`` or ``./roost.toml``; keys are the variable names without the
+``ROOST_`` prefix, in lower case), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from roost.errors import ConfigError
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of a Roost process, with its default."""
+
+    data_dir: Path = Path("./roost-data")
+    # Empty means "SQLite file roost.db inside data_dir".
+    database_url: str = ""
+    bus_url: str = "memory://"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    mqtt_port: int = 1883
+    mqtts_port: int = 8883
+    admin_password: str = ""
+    # Signs user login tokens; generated into data_dir on first start when empty.
+    # Set it explicitly when several processes must accept each other's tokens.
+    secret_key: str = ""
+    # One hour: long enough for a console session, short enough that a leaked token dies soon.
+    token_ttl_s: int = 3600
+    # Batches of 5,000 telemetry points are ~400 KB of JSON; 4 MiB leaves room and still bounds
+    # the memory one request can pin.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Five failures in five minutes per (username, address) before logins are refused for a while.
+    login_max_failures: int = 5
+    login_window_s: int = 300
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+    sqlite_synchronous: str = "NORMAL"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'roost.db').resolve()}"
+
+
+_CASTS: dict[str, Callable[[str], Any]] = {
+    "data_dir": Path,
+    "http_port": int,
+    "mqtt_port": int,
+    "mqtts_port": int,
+    "token_ttl_s": int,
+    "max_body_bytes": int,
+    "login_max_failures": int,
+    "login_window_s": int,
+    "cors_origins": _list,
+}
+
+
+def _cast(name: str, raw: Any) -> Any:
+    cast = _CASTS.get(name, str)
+    if isinstance(raw, str):
+        try:
+            return cast(raw)
+        except ValueError as exc:
+            raise ConfigError(f"ROOST_{name.upper()}: {exc}") from exc
+    if name == "cors_origins" and isinstance(raw, list):
+        return tuple(str(item) for item in raw)
+    if name == "data_dir":
+        return Path(str(raw))
+    return raw
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build settings from the environment (and ``roost.toml``), then apply non-None overrides."""
+    environ = os.environ if env is None else env
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    config_path = Path(environ.get("ROOST_CONFIG", "roost.toml"))
+    if config_path.is_file():
+        try:
+            document = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_path}: {exc}") from exc
+        for key, raw in document.items():
+            if key not in names:
+                raise ConfigError(f"{config_path}: unknown setting {key!r}")
+            values[key] = _cast(key, raw)
+
+    for name in names:
+        raw = environ.get(f"ROOST_{name.upper()}")
+        if raw is not None:
+            values[name] = _cast(name, raw)
+
+    for name, value in overrides.items():
+        if name not in names:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    return replace(Settings(), **values)
+
+
+def environ_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Read a boolean ``ROOST_*`` flag that is not a server setting (used by tests and CLI)."""
+    raw = (os.environ if env is None else env).get(name, "")
+    try:
+        return _bool(raw)
+    except ValueError:
+        return False
+
+
+__all__ = ["Settings", "environ_flag", "load_settings"]

@@ -1,0 +1,1 @@
+"""Pure domain logic and types: no IO, no framework."""

@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): routers per area, auth dependencies, problem+json errors."""

@@ -1,0 +1,102 @@
+"""RFC 9457 problem+json answers for every error the API can give, never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from roost.errors import RateLimited, RoostError, Unavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+_TITLES = {
+    400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
+    405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
+    415: "Unsupported media type", 422: "Invalid input", 429: "Too many requests",
+    500: "Internal error", 503: "Service unavailable",
+}
+
+
+def problem(
+    status: int, detail: str, *, title: str | None = None, errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None, instance: str | None = None,
+) -> Response:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers.setdefault("WWW-Authenticate", "Bearer")
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=all_headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc if part not in {"body", "query", "path"}) or "body"
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    errors = []
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+            ctx = err.get("ctx") or {}
+            errors.append({"field": "body", "message": f"malformed JSON: {ctx.get('error', 'invalid')}"})
+            continue
+        loc = tuple(err.get("loc", ()))
+        entry = {"field": _location(loc), "message": err.get("msg", "invalid")}
+        if loc and loc[0] in {"query", "path", "header"}:
+            entry["in"] = loc[0]
+        errors.append(entry)
+    if malformed:
+        return 400, "the request body is not valid JSON", errors
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return 422, summary or "invalid request", errors
+
+
+def install(app: FastAPI) -> None:
+    """Register handlers that turn every exception into problem+json."""
+
+    @app.exception_handler(RoostError)
+    async def _roost_error(request: Request, exc: RoostError) -> Response:
+        headers = {}
+        if isinstance(exc, RateLimited | Unavailable):
+            headers["Retry-After"] = str(exc.retry_after)
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        errors = exc.extra.get("errors") if exc.extra else None
+        return problem(exc.status, exc.detail, title=exc.title, errors=errors, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        status, detail, errors = _validation_errors(exc)
+        return problem(status, detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.url.path}"
+        if exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "an unexpected error occurred; it has been logged")

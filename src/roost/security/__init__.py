@@ -1,0 +1,1 @@
+"""Credentials: password hashing, signed tokens, API keys, rate limiting of credential checks."""

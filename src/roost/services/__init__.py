@@ -1,0 +1,1 @@
+"""Use cases, one module per area; every door (HTTP, MQTT, CLI) calls these same functions."""

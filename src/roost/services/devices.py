@@ -1,0 +1,598 @@
+"""Devices and what hangs under them: tags, group membership, sensors and components."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from roost.domain.access import Actor, Role
+from roost.domain.groups import FILTER_FIELDS, matches
+from roost.domain.ids import generate_id, is_sensor_path, normalise_mac
+from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
+from roost.services import audit
+from roost.services.inventory import check_id, check_references
+from roost.store.database import Database
+from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
+from roost.store.schema import components, device_tags, devices, group_members, groups, sensors
+
+DEVICE_FIELDS = ("name", "description", "model_id", "site_id", "firmware_id", "customer_id", "notes")
+DEVICE_REFERENCES = {
+    "model_id": "device_model",
+    "site_id": "site",
+    "firmware_id": "firmware",
+    "customer_id": "customer",
+}
+DEVICE_SORTS = ("id", "name", "model_id", "site_id", "firmware_id", "created_at", "updated_at",
+                "last_seen_at")
+SENSOR_TYPES = ("double", "long", "boolean", "string", "json")
+SENSOR_FIELDS = ("path", "name", "type", "unit", "description")
+COMPONENT_FIELDS = ("parent_id", "name", "kind", "serial_number", "mac_address", "manufacturer", "notes")
+MAX_TAGS = 64
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceQuery:
+    """Filters over devices; ``tags`` are (key, value) pairs, value None meaning "has the tag"."""
+
+    site_id: str | None = None
+    model_id: str | None = None
+    firmware_id: str | None = None
+    customer_id: str | None = None
+    group: str | None = None
+    tags: tuple[tuple[str, str | None], ...] = ()
+    q: str | None = None
+
+
+def parse_tag_filter(raw: str) -> tuple[str, str | None]:
+    """``key:value`` → (key, value); a bare ``key`` → (key, None)."""
+    key, sep, value = raw.partition(":")
+    if not key:
+        raise InvalidInput(f"tag filter {raw!r} must look like key:value or key")
+    return key, (value if sep else None)
+
+
+def check_tags(tags: Any, *, allow_null: bool) -> dict[str, str | None]:
+    """Validate a tags object; with ``allow_null`` a null value means "remove this tag"."""
+    if not isinstance(tags, Mapping):
+        raise InvalidInput("tags must be an object mapping tag names to string values")
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"a device has at most {MAX_TAGS} tags")
+    clean: dict[str, str | None] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_TAG_KEY or ":" in key:
+            raise InvalidInput(f"tag name {key!r} must be 1-{MAX_TAG_KEY} characters without ':'")
+        if value is None and allow_null:
+            clean[key] = None
+        elif isinstance(value, str) and len(value) <= MAX_TAG_VALUE:
+            clean[key] = value
+        elif isinstance(value, bool | int | float):
+            clean[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        else:
+            raise InvalidInput(f"tag {key!r} must have a string value of at most {MAX_TAG_VALUE} characters")
+    return clean
+
+
+def _tag_condition(key: str, value: str | None) -> sa.ColumnElement[bool]:
+    cond = sa.and_(device_tags.c.device_pk == devices.c.pk, device_tags.c.key == key)
+    if value is not None:
+        cond = sa.and_(cond, device_tags.c.value == value)
+    return sa.exists(sa.select(1).select_from(device_tags).where(cond))
+
+
+def group_condition(tenant_id: str, group: Mapping[str, Any]) -> sa.ColumnElement[bool]:
+    """SQL that selects the members of a group, static or dynamic."""
+    rule = group.get("filter")
+    if rule is None:
+        return devices.c.pk.in_(
+            sa.select(group_members.c.device_pk).where(
+                group_members.c.tenant_id == tenant_id, group_members.c.group_id == group["id"]
+            )
+        )
+    parts = [devices.c[f] == rule[f] for f in FILTER_FIELDS if f in rule]
+    parts += [_tag_condition(k, v) for k, v in (rule.get("tags") or {}).items()]
+    return sa.and_(*parts)
+
+
+def _device_out(row: Mapping[str, Any], tags: Mapping[str, str], group_ids: list[str]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in {"pk", "tenant_id"}}
+    out["tags"] = dict(tags)
+    out["groups"] = group_ids
+    # Presence (online/offline from sessions and heartbeats) arrives with the gateways; a device
+    # with no recorded activity has never been seen.
+    out["status"] = "never_seen" if row["last_seen_at"] is None else "offline"
+    return out
+
+
+class DeviceService:
+    """The device registry."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+        self.db = db
+        self.clock = clock
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _group(self, conn: AsyncConnection, tenant_id: str, group_id: str) -> dict[str, Any]:
+        row = await fetch_one(
+            conn, sa.select(groups).where(groups.c.tenant_id == tenant_id, groups.c.id == group_id)
+        )
+        if row is None:
+            raise NotFound(f"no group {group_id!r}")
+        return row
+
+    async def _decorate(
+        self, conn: AsyncConnection, tenant_id: str, rows: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Attach tags and group ids to device rows with two queries for the whole page."""
+        if not rows:
+            return []
+        pks = [r["pk"] for r in rows]
+        tags: dict[int, dict[str, str]] = defaultdict(dict)
+        for pk, key, value in await conn.execute(
+            sa.select(device_tags.c.device_pk, device_tags.c.key, device_tags.c.value)
+            .where(device_tags.c.device_pk.in_(pks))
+        ):
+            tags[pk][key] = value
+        static: dict[int, list[str]] = defaultdict(list)
+        for pk, group_id in await conn.execute(
+            sa.select(group_members.c.device_pk, group_members.c.group_id)
+            .where(group_members.c.device_pk.in_(pks))
+        ):
+            static[pk].append(group_id)
+        dynamic = (await conn.execute(
+            sa.select(groups.c.id, groups.c.filter)
+            .where(groups.c.tenant_id == tenant_id, groups.c.filter.is_not(None))
+        )).all()
+        out = []
+        for row in rows:
+            row_tags = tags.get(row["pk"], {})
+            view = {**row, "tags": row_tags}
+            ids = static.get(row["pk"], []) + [g for g, rule in dynamic if rule and matches(rule, view)]
+            out.append(_device_out(row, row_tags, sorted(ids)))
+        return out
+
+    async def _device_row(self, conn: AsyncConnection, tenant_id: str, device_id: str) -> dict[str, Any]:
+        row = await fetch_one(
+            conn, sa.select(devices).where(devices.c.tenant_id == tenant_id, devices.c.id == device_id)
+        )
+        if row is None:
+            raise NotFound(f"no device {device_id!r}")
+        return row
+
+    async def get(self, actor: Actor, device_id: str) -> dict[str, Any]:
+        """One device with its tags and groups."""
+        actor.require(Role.VIEWER)
+        async with self.db.read() as conn:
+            row = await self._device_row(conn, actor.tenant_id, device_id)
+            return (await self._decorate(conn, actor.tenant_id, [row]))[0]
+
+    async def list(self, actor: Actor, query: DeviceQuery, page: PageRequest) -> Page[dict[str, Any]]:
+        """A page of devices matching every given filter."""
+        actor.require(Role.VIEWER)
+        stmt = sa.select(devices).where(devices.c.tenant_id == actor.tenant_id)
+        for name in ("site_id", "model_id", "firmware_id", "customer_id"):
+            value = getattr(query, name)
+            if value is not None:
+                stmt = stmt.where(devices.c[name] == value)
+        for key, value in query.tags:
+            stmt = stmt.where(_tag_condition(key, value))
+        if query.q:
+            stmt = stmt.where(text_match(
+                [devices.c.id, devices.c.name, devices.c.description, devices.c.notes], query.q))
+        async with self.db.read() as conn:
+            if query.group is not None:
+                group = await self._group(conn, actor.tenant_id, query.group)
+                stmt = stmt.where(group_condition(actor.tenant_id, group))
+            rows, total = await fetch_page(conn, stmt, order_by(devices, page.sort, DEVICE_SORTS, "id"), page)
+            items = await self._decorate(conn, actor.tenant_id, rows)
+        return Page(items, total, page.limit, page.offset)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _values(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        values = {}
+        for name in DEVICE_FIELDS:
+            if name in data:
+                value = data[name]
+                if value is not None and not isinstance(value, str):
+                    raise InvalidInput(f"{name} must be a string")
+                values[name] = value
+        return values
+
+    async def create_in(self, conn: AsyncConnection, actor: Actor, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a device inside the caller's transaction (used by create and bulk import)."""
+        device_id = check_id(data.get("id") or generate_id("dev"), "device")
+        values = {k: v for k, v in self._values(data).items() if v is not None}
+        tags = check_tags(data.get("tags") or {}, allow_null=False)
+        group_ids = list(data.get("group_ids") or [])
+        now = self.clock()
+        if await fetch_one(conn, sa.select(devices.c.pk).where(
+                devices.c.tenant_id == actor.tenant_id, devices.c.id == device_id)):
+            raise Conflict(f"device {device_id!r} already exists")
+        await check_references(conn, actor.tenant_id, DEVICE_REFERENCES, values)
+        result = await conn.execute(devices.insert().values(
+            tenant_id=actor.tenant_id, id=device_id, created_at=now, updated_at=now, **values))
+        pk = result.inserted_primary_key[0]  # type: ignore[index]
+        if tags:
+            await conn.execute(device_tags.insert(), [
+                {"device_pk": pk, "key": k, "value": v} for k, v in tags.items()])
+        for group_id in group_ids:
+            await self._add_member(conn, actor.tenant_id, group_id, pk, now)
+        row = await self._device_row(conn, actor.tenant_id, device_id)
+        out = (await self._decorate(conn, actor.tenant_id, [row]))[0]
+        await audit.record(conn, actor, "create", "device", device_id, after=out, device_id=device_id)
+        return out
+
+    async def create(self, actor: Actor, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Register a device (id chosen by the caller or generated)."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            return await self.create_in(conn, actor, data)
+
+    async def update_in(
+        self, conn: AsyncConnection, actor: Actor, device_id: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a device inside the caller's transaction; tags merge (null removes a tag)."""
+        unknown = set(changes) - {*DEVICE_FIELDS, "tags"}
+        if unknown:
+            raise InvalidInput(f"device has no writable field(s) {sorted(unknown)}")
+        values = self._values(changes)
+        for text_field in ("name", "description", "notes"):
+            if text_field in values and values[text_field] is None:
+                values[text_field] = ""
+        tag_changes = check_tags(changes["tags"], allow_null=True) if "tags" in changes else {}
+        row = await self._device_row(conn, actor.tenant_id, device_id)
+        before = (await self._decorate(conn, actor.tenant_id, [row]))[0]
+        await check_references(conn, actor.tenant_id, DEVICE_REFERENCES, values)
+        await conn.execute(devices.update().where(devices.c.pk == row["pk"]).values(
+            **values, updated_at=self.clock()))
+        for key, value in tag_changes.items():
+            await conn.execute(device_tags.delete().where(
+                device_tags.c.device_pk == row["pk"], device_tags.c.key == key))
+            if value is not None:
+                await conn.execute(device_tags.insert().values(device_pk=row["pk"], key=key, value=value))
+        merged = {k: v for k, v in {**before["tags"], **tag_changes}.items() if v is not None}
+        if len(merged) > MAX_TAGS:
+            raise InvalidInput(f"a device has at most {MAX_TAGS} tags")
+        row = await self._device_row(conn, actor.tenant_id, device_id)
+        after = (await self._decorate(conn, actor.tenant_id, [row]))[0]
+        await audit.record(conn, actor, "update", "device", device_id, before=before, after=after,
+                           device_id=device_id)
+        return after
+
+    async def update(self, actor: Actor, device_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a device's fields and tags."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            return await self.update_in(conn, actor, device_id, changes)
+
+    async def delete(self, actor: Actor, device_id: str) -> None:
+        """Remove a device with its tags, sensors, components and memberships."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            row = await self._device_row(conn, actor.tenant_id, device_id)
+            before = (await self._decorate(conn, actor.tenant_id, [row]))[0]
+            await conn.execute(devices.delete().where(devices.c.pk == row["pk"]))
+            await audit.record(conn, actor, "delete", "device", device_id, before=before,
+                               device_id=device_id)
+
+    # -- group membership --------------------------------------------------------------------
+
+    async def _add_member(
+        self, conn: AsyncConnection, tenant_id: str, group_id: str, device_pk: int, now: datetime
+    ) -> bool:
+        group = await self._group(conn, tenant_id, group_id)
+        if group["filter"] is not None:
+            raise Conflict(f"group {group_id!r} is dynamic: its members are chosen by its filter")
+        exists = await fetch_one(conn, sa.select(group_members.c.device_pk).where(
+            group_members.c.tenant_id == tenant_id, group_members.c.group_id == group_id,
+            group_members.c.device_pk == device_pk))
+        if exists:
+            return False
+        await conn.execute(group_members.insert().values(
+            tenant_id=tenant_id, group_id=group_id, device_pk=device_pk, added_at=now))
+        return True
+
+    async def add_to_group(self, actor: Actor, group_id: str, device_ids: Iterable[str]) -> list[str]:
+        """Add devices to a static group; answer the ids that were not members before."""
+        actor.require(Role.OPERATOR)
+        wanted = list(dict.fromkeys(device_ids))
+        if not wanted:
+            raise InvalidInput("device_ids must name at least one device")
+        added = []
+        now = self.clock()
+        async with self.db.write() as conn:
+            await self._group(conn, actor.tenant_id, group_id)
+            found = dict((await conn.execute(sa.select(devices.c.id, devices.c.pk).where(
+                devices.c.tenant_id == actor.tenant_id, devices.c.id.in_(wanted)))).all())
+            missing = [d for d in wanted if d not in found]
+            if missing:
+                raise ValidationFailed(
+                    f"unknown devices: {', '.join(missing)}",
+                    [{"field": "device_ids", "value": d, "message": f"no device {d!r}"} for d in missing],
+                )
+            for device_id in wanted:
+                if await self._add_member(conn, actor.tenant_id, group_id, found[device_id], now):
+                    added.append(device_id)
+                    await audit.record(conn, actor, "add", "group_member", f"{group_id}/{device_id}",
+                                       after={"group_id": group_id}, device_id=device_id)
+        return added
+
+    async def remove_from_group(self, actor: Actor, group_id: str, device_id: str) -> None:
+        """Take a device out of a static group (404 if it was not a member)."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            await self._group(conn, actor.tenant_id, group_id)
+            row = await self._device_row(conn, actor.tenant_id, device_id)
+            result = await conn.execute(group_members.delete().where(
+                group_members.c.tenant_id == actor.tenant_id, group_members.c.group_id == group_id,
+                group_members.c.device_pk == row["pk"]))
+            if result.rowcount == 0:
+                raise NotFound(f"device {device_id!r} is not a static member of group {group_id!r}")
+            await audit.record(conn, actor, "remove", "group_member", f"{group_id}/{device_id}",
+                               before={"group_id": group_id}, device_id=device_id)
+
+    # -- sensors -----------------------------------------------------------------------------
+
+    def _sensor_values(self, data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+        values = {k: data[k] for k in SENSOR_FIELDS if k in data}
+        if creating and not values.get("type"):
+            raise ValidationFailed("missing required fields: type", [{"field": "type", "message": "required"}])
+        if "type" in values and values["type"] not in SENSOR_TYPES:
+            raise InvalidInput(f"sensor type must be one of {', '.join(SENSOR_TYPES)}")
+        for name in ("path", "name", "unit", "description"):
+            if name in values:
+                if values[name] is None:
+                    values[name] = ""
+                elif not isinstance(values[name], str):
+                    raise InvalidInput(f"{name} must be a string")
+        if "path" in values:
+            values["path"] = values["path"].strip("/")
+            if not is_sensor_path(values["path"]):
+                raise InvalidInput(f"sensor path {values['path']!r} must look like wheels/front/left")
+        if len(values.get("unit", "")) > 32:
+            raise InvalidInput("unit has at most 32 characters")
+        return values
+
+    @staticmethod
+    def _sensor_out(row: Mapping[str, Any], device_id: str) -> dict[str, Any]:
+        out = {k: v for k, v in row.items() if k not in {"pk", "device_pk"}}
+        out["device_id"] = device_id
+        return out
+
+    async def _sensor_row(self, conn: AsyncConnection, device_pk: int, sensor_id: str) -> dict[str, Any]:
+        row = await fetch_one(conn, sa.select(sensors).where(
+            sensors.c.device_pk == device_pk, sensors.c.id == sensor_id))
+        if row is None:
+            raise NotFound(f"no sensor {sensor_id!r} on this device")
+        return row
+
+    async def create_sensor_in(
+        self, conn: AsyncConnection, actor: Actor, device_id: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Add a sensor under a device inside the caller's transaction."""
+        sensor_id = check_id(data.get("id"), "sensor")
+        values = self._sensor_values(data, creating=True)
+        device = await self._device_row(conn, actor.tenant_id, device_id)
+        if await fetch_one(conn, sa.select(sensors.c.pk).where(
+                sensors.c.device_pk == device["pk"], sensors.c.id == sensor_id)):
+            raise Conflict(f"sensor {sensor_id!r} already exists on device {device_id!r}")
+        now = self.clock()
+        await conn.execute(sensors.insert().values(
+            device_pk=device["pk"], id=sensor_id, created_at=now, updated_at=now, **values))
+        out = self._sensor_out(await self._sensor_row(conn, device["pk"], sensor_id), device_id)
+        await audit.record(conn, actor, "create", "sensor", f"{device_id}/{sensor_id}", after=out,
+                           device_id=device_id)
+        return out
+
+    async def create_sensor(self, actor: Actor, device_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a sensor (id unique within the device, a type, an optional path and unit)."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            return await self.create_sensor_in(conn, actor, device_id, data)
+
+    async def list_sensors(
+        self, actor: Actor, device_id: str, page: PageRequest, *, type: str | None = None,
+        path: str | None = None, q: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """A device's sensors; ``path`` selects a subtree (``wheels`` matches ``wheels/front``)."""
+        actor.require(Role.VIEWER)
+        async with self.db.read() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            stmt = sa.select(sensors).where(sensors.c.device_pk == device["pk"])
+            if type is not None:
+                stmt = stmt.where(sensors.c.type == type)
+            if path:
+                prefix = path.strip("/")
+                stmt = stmt.where(sa.or_(sensors.c.path == prefix,
+                                         sensors.c.path.startswith(prefix + "/", autoescape=True)))
+            if q:
+                stmt = stmt.where(text_match([sensors.c.id, sensors.c.name, sensors.c.path], q))
+            rows, total = await fetch_page(
+                conn, stmt, order_by(sensors, page.sort, ("id", "path", "name", "type", "created_at"), "id"), page)
+        return Page([self._sensor_out(r, device_id) for r in rows], total, page.limit, page.offset)
+
+    async def get_sensor(self, actor: Actor, device_id: str, sensor_id: str) -> dict[str, Any]:
+        """One sensor of a device."""
+        actor.require(Role.VIEWER)
+        async with self.db.read() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            return self._sensor_out(await self._sensor_row(conn, device["pk"], sensor_id), device_id)
+
+    async def update_sensor(
+        self, actor: Actor, device_id: str, sensor_id: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a sensor's path, name, type, unit or description."""
+        actor.require(Role.OPERATOR)
+        unknown = set(changes) - set(SENSOR_FIELDS)
+        if unknown:
+            raise InvalidInput(f"sensor has no writable field(s) {sorted(unknown)}")
+        if "type" in changes and changes["type"] is None:
+            raise InvalidInput("type cannot be null")
+        values = self._sensor_values(changes, creating=False)
+        async with self.db.write() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            before = self._sensor_out(await self._sensor_row(conn, device["pk"], sensor_id), device_id)
+            await conn.execute(sensors.update().where(
+                sensors.c.device_pk == device["pk"], sensors.c.id == sensor_id
+            ).values(**values, updated_at=self.clock()))
+            after = self._sensor_out(await self._sensor_row(conn, device["pk"], sensor_id), device_id)
+            await audit.record(conn, actor, "update", "sensor", f"{device_id}/{sensor_id}",
+                               before=before, after=after, device_id=device_id)
+        return after
+
+    async def delete_sensor(self, actor: Actor, device_id: str, sensor_id: str) -> None:
+        """Remove a sensor from a device."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            before = self._sensor_out(await self._sensor_row(conn, device["pk"], sensor_id), device_id)
+            await conn.execute(sensors.delete().where(
+                sensors.c.device_pk == device["pk"], sensors.c.id == sensor_id))
+            await audit.record(conn, actor, "delete", "sensor", f"{device_id}/{sensor_id}",
+                               before=before, device_id=device_id)
+
+    # -- components --------------------------------------------------------------------------
+
+    def _component_values(self, data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+        values = {k: data[k] for k in COMPONENT_FIELDS if k in data}
+        if creating and not values.get("name"):
+            raise ValidationFailed("missing required fields: name", [{"field": "name", "message": "required"}])
+        for name in ("name", "kind", "manufacturer", "notes"):
+            if name in values and values[name] is None:
+                if name == "name":
+                    raise InvalidInput("name cannot be null")
+                values[name] = ""
+        mac = values.get("mac_address")
+        if mac is not None:
+            normal = normalise_mac(mac) if isinstance(mac, str) else None
+            if normal is None:
+                raise InvalidInput(f"mac_address {mac!r} is not a MAC address like 00:1a:2b:3c:4d:5e")
+            values["mac_address"] = normal
+        if values.get("parent_id") is not None:
+            check_id(values["parent_id"], "parent component")
+        return values
+
+    @staticmethod
+    def _component_out(row: Mapping[str, Any], device_id: str) -> dict[str, Any]:
+        out = {k: v for k, v in row.items() if k != "device_pk"}
+        out["device_id"] = device_id
+        return out
+
+    async def _component_row(self, conn: AsyncConnection, device_pk: int, component_id: str) -> dict[str, Any]:
+        row = await fetch_one(conn, sa.select(components).where(
+            components.c.device_pk == device_pk, components.c.id == component_id))
+        if row is None:
+            raise NotFound(f"no component {component_id!r} on this device")
+        return row
+
+    async def _check_parent(
+        self, conn: AsyncConnection, device_pk: int, component_id: str, parent_id: str | None
+    ) -> None:
+        """The parent must exist on the same device and must not be the component or below it."""
+        seen = {component_id}
+        current = parent_id
+        while current is not None:
+            if current in seen:
+                raise InvalidInput("parent_id would make a component its own ancestor")
+            seen.add(current)
+            parent = await fetch_one(conn, sa.select(components.c.parent_id).where(
+                components.c.device_pk == device_pk, components.c.id == current))
+            if parent is None:
+                raise ValidationFailed(f"no parent component {current!r} on this device",
+                                       [{"field": "parent_id", "message": f"no component {current!r}"}])
+            current = parent["parent_id"]
+
+    async def create_component_in(
+        self, conn: AsyncConnection, actor: Actor, device_id: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Add a component (or sub-component) inside the caller's transaction."""
+        component_id = check_id(data.get("id") or generate_id("cmp"), "component")
+        values = self._component_values(data, creating=True)
+        device = await self._device_row(conn, actor.tenant_id, device_id)
+        if await fetch_one(conn, sa.select(components.c.id).where(
+                components.c.device_pk == device["pk"], components.c.id == component_id)):
+            raise Conflict(f"component {component_id!r} already exists on device {device_id!r}")
+        await self._check_parent(conn, device["pk"], component_id, values.get("parent_id"))
+        now = self.clock()
+        await conn.execute(components.insert().values(
+            device_pk=device["pk"], id=component_id, created_at=now, updated_at=now, **values))
+        out = self._component_out(await self._component_row(conn, device["pk"], component_id), device_id)
+        await audit.record(conn, actor, "create", "component", f"{device_id}/{component_id}",
+                           after=out, device_id=device_id)
+        return out
+
+    async def create_component(self, actor: Actor, device_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a component with serial number and MAC address, optionally under a parent."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            return await self.create_component_in(conn, actor, device_id, data)
+
+    async def list_components(
+        self, actor: Actor, device_id: str, page: PageRequest, *, parent_id: str | None = None,
+        kind: str | None = None, q: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """A device's components; ``parent_id=`` (empty) lists the top level."""
+        actor.require(Role.VIEWER)
+        async with self.db.read() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            stmt = sa.select(components).where(components.c.device_pk == device["pk"])
+            if parent_id is not None:
+                stmt = stmt.where(components.c.parent_id.is_(None) if parent_id == ""
+                                  else components.c.parent_id == parent_id)
+            if kind is not None:
+                stmt = stmt.where(components.c.kind == kind)
+            if q:
+                stmt = stmt.where(text_match([components.c.id, components.c.name,
+                                              components.c.serial_number, components.c.mac_address], q))
+            rows, total = await fetch_page(
+                conn, stmt, order_by(components, page.sort, ("id", "name", "kind", "created_at"), "id"), page)
+        return Page([self._component_out(r, device_id) for r in rows], total, page.limit, page.offset)
+
+    async def get_component(self, actor: Actor, device_id: str, component_id: str) -> dict[str, Any]:
+        """One component of a device."""
+        actor.require(Role.VIEWER)
+        async with self.db.read() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            return self._component_out(await self._component_row(conn, device["pk"], component_id), device_id)
+
+    async def update_component(
+        self, actor: Actor, device_id: str, component_id: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a component, including moving it under another parent."""
+        actor.require(Role.OPERATOR)
+        unknown = set(changes) - set(COMPONENT_FIELDS)
+        if unknown:
+            raise InvalidInput(f"component has no writable field(s) {sorted(unknown)}")
+        values = self._component_values(changes, creating=False)
+        async with self.db.write() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            before = self._component_out(await self._component_row(conn, device["pk"], component_id), device_id)
+            if "parent_id" in values:
+                await self._check_parent(conn, device["pk"], component_id, values["parent_id"])
+            await conn.execute(components.update().where(
+                components.c.device_pk == device["pk"], components.c.id == component_id
+            ).values(**values, updated_at=self.clock()))
+            after = self._component_out(await self._component_row(conn, device["pk"], component_id), device_id)
+            await audit.record(conn, actor, "update", "component", f"{device_id}/{component_id}",
+                               before=before, after=after, device_id=device_id)
+        return after
+
+    async def delete_component(self, actor: Actor, device_id: str, component_id: str) -> None:
+        """Remove a component and its sub-components."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            device = await self._device_row(conn, actor.tenant_id, device_id)
+            before = self._component_out(await self._component_row(conn, device["pk"], component_id), device_id)
+            await conn.execute(components.delete().where(
+                components.c.device_pk == device["pk"], components.c.id == component_id))
+            await audit.record(conn, actor, "delete", "component", f"{device_id}/{component_id}",
+                               before=before, device_id=device_id)

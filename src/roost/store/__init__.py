@@ -1,0 +1,1 @@
+"""Storage: the schema, the database port and its SQLite and PostgreSQL backends, migrations."""

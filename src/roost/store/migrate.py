@@ -1,0 +1,76 @@
+"""Schema migrations (Alembic), run on an open async connection inside one transaction.
+
+``roost db upgrade`` and ``roost serve`` call :func:`upgrade`. On PostgreSQL an advisory lock makes
+concurrent starts of several processes wait for each other instead of racing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from roost.store.database import Database
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any constant works; it only has to be the same in every Roost process.
+_ADVISORY_LOCK_ID = 0x526F6F7374  # "Roost"
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration pointing at Roost's migration scripts (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of Roost."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def current_revision(db: Database) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+
+    def _current(conn: Connection) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    async with db.read() as conn:
+        return await conn.run_sync(_current)
+
+
+async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the schema up to ``revision``; answer (revision before, revision after)."""
+    config = alembic_config()
+
+    def _upgrade(conn: Connection) -> tuple[str | None, str | None]:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
+        before = MigrationContext.configure(conn).get_current_revision()
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+        return before, after
+
+    async with db.write() as conn:
+        return await conn.run_sync(_upgrade)
+
+
+async def make_revision(db: Database, message: str) -> Any:
+    """Autogenerate a new migration from the difference between ``schema.py`` and ``db``."""
+    config = alembic_config()
+
+    def _revision(conn: Connection) -> Any:
+        config.attributes["connection"] = conn
+        return command.revision(config, message=message, autogenerate=True)
+
+    async with db.write() as conn:
+        return await conn.run_sync(_revision)

@@ -1,0 +1,81 @@
+"""SQLite backend: one file in WAL mode, reads pooled, writes serialised on one connection.
+
+SQLite allows one writer at a time. Writes go through a dedicated single-connection engine whose
+transactions start with ``BEGIN IMMEDIATE``, so concurrent writers queue in the pool instead of
+failing with SQLITE_BUSY when a deferred transaction tries to upgrade its lock. The aiosqlite driver
+runs each connection in its own thread, so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from roost.errors import ConfigError
+from roost.store.database import Database, json_dumps
+
+# Other processes (the CLI beside a running server) may hold the write lock briefly; wait this
+# long before reporting the database busy.
+BUSY_TIMEOUT_MS = 10_000
+_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+class SQLiteDatabase(Database):
+    """The embedded default backend."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+        super().__init__(url)
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        self.path = _path_from_url(url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        async_url = f"sqlite+aiosqlite:///{self.path}"
+        self._reader = create_async_engine(async_url, json_serializer=json_dumps, pool_size=4)
+        self._writer = create_async_engine(
+            async_url, json_serializer=json_dumps, pool_size=1, max_overflow=0, pool_timeout=60
+        )
+        _configure(self._reader, synchronous.upper(), immediate=False)
+        _configure(self._writer, synchronous.upper(), immediate=True)
+
+    def _engine(self) -> AsyncEngine:
+        return self._reader
+
+    def _write_engine(self) -> AsyncEngine:
+        return self._writer
+
+    def sync_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.path}"
+
+
+def _path_from_url(url: str) -> str:
+    prefix, sep, rest = url.partition(":///")
+    if not sep or not prefix.startswith("sqlite"):
+        raise ConfigError(f"expected sqlite:///path, got {url!r}")
+    return rest or ":memory:"
+
+
+def _configure(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
+    """Set pragmas on every new connection and take over transaction start from pysqlite."""
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN itself.
+        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
