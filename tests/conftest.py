@@ -1,0 +1,100 @@
+"""Shared fixtures: running Roost servers on each backend and role-bearing clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    ADMIN_PASSWORD,
+    Api,
+    RoostServer,
+    fresh_postgres_database,
+    postgres_reachable,
+    skip_or_fail,
+    unique,
+)
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _start(tmp: Path, backend: str) -> Iterator[RoostServer]:
+    if backend == "postgresql":
+        reason = postgres_reachable()
+        if reason:
+            skip_or_fail(reason)
+        with fresh_postgres_database() as url:
+            server = RoostServer(tmp, database_url=url).start()
+            try:
+                yield server
+            finally:
+                server.stop()
+    else:
+        server = RoostServer(tmp).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
+    """A Roost server per backend, shared by the session; fails if it logged any unhandled error."""
+    backend = request.param
+    gen = _start(tmp_path_factory.mktemp(f"roost-{backend}"), backend)
+    srv = next(gen)
+    yield srv
+    errors = srv.unhandled_errors()
+    for _ in gen:  # stops the server
+        pass
+    assert not errors, "the server logged unhandled errors (500s):\n" + "\n".join(errors)
+
+
+@pytest.fixture(scope="session")
+def admin(server: RoostServer) -> Iterator[Api]:
+    """The superuser's client."""
+    anon = Api(server.url)
+    token = anon.login("admin", ADMIN_PASSWORD)
+    anon.close()
+    with Api(server.url, token) as api:
+        yield api
+
+
+@dataclass
+class Tenant:
+    """A fresh tenant with one user per role, each with a logged-in client."""
+
+    id: str
+    admin: Api
+    operator: Api
+    viewer: Api
+    anonymous: Api
+    passwords: dict[str, str]
+    usernames: dict[str, str]
+
+
+@pytest.fixture
+def tenant(server: RoostServer, admin: Api) -> Iterator[Tenant]:
+    """A new tenant per test, so tests never see each other's records."""
+    tenant_id = unique("t")
+    usernames = {role: f"{tenant_id}-{role}" for role in ("admin", "operator", "viewer")}
+    passwords = {role: f"pw-{role}-{tenant_id}" for role in usernames}
+    resp = admin.post("/api/v1/tenants", json={
+        "id": tenant_id, "name": f"Tenant {tenant_id}",
+        "admin": {"username": usernames["admin"], "password": passwords["admin"]},
+    })
+    assert resp.status_code == 201, resp.text
+    anon = Api(server.url)
+    tadmin = anon.as_token(anon.login(usernames["admin"], passwords["admin"]))
+    for role in ("operator", "viewer"):
+        resp = tadmin.post("/api/v1/users", json={
+            "username": usernames[role], "password": passwords[role], "role": role})
+        assert resp.status_code == 201, resp.text
+    clients = {role: anon.as_token(anon.login(usernames[role], passwords[role]))
+               for role in ("operator", "viewer")}
+    yield Tenant(tenant_id, tadmin, clients["operator"], clients["viewer"], anon, passwords, usernames)
+    for client in (tadmin, *clients.values(), anon):
+        client.close()
