@@ -1,0 +1,1 @@
+"""MQTT device gateway: sans-IO packet codec and (later) the asyncio server on top of it."""
