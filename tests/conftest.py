@@ -41,7 +41,9 @@ def _start(tmp: Path, backend: str) -> Iterator[RoostServer]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RoostServer]:
     """A Roost server per backend, shared by the session; fails if it logged any unhandled error."""
     backend = request.param
     gen = _start(tmp_path_factory.mktemp(f"roost-{backend}"), backend)
@@ -82,19 +84,29 @@ def tenant(server: RoostServer, admin: Api) -> Iterator[Tenant]:
     tenant_id = unique("t")
     usernames = {role: f"{tenant_id}-{role}" for role in ("admin", "operator", "viewer")}
     passwords = {role: f"pw-{role}-{tenant_id}" for role in usernames}
-    resp = admin.post("/api/v1/tenants", json={
-        "id": tenant_id, "name": f"Tenant {tenant_id}",
-        "admin": {"username": usernames["admin"], "password": passwords["admin"]},
-    })
+    resp = admin.post(
+        "/api/v1/tenants",
+        json={
+            "id": tenant_id,
+            "name": f"Tenant {tenant_id}",
+            "admin": {"username": usernames["admin"], "password": passwords["admin"]},
+        },
+    )
     assert resp.status_code == 201, resp.text
     anon = Api(server.url)
     tadmin = anon.as_token(anon.login(usernames["admin"], passwords["admin"]))
     for role in ("operator", "viewer"):
-        resp = tadmin.post("/api/v1/users", json={
-            "username": usernames[role], "password": passwords[role], "role": role})
+        resp = tadmin.post(
+            "/api/v1/users",
+            json={"username": usernames[role], "password": passwords[role], "role": role},
+        )
         assert resp.status_code == 201, resp.text
-    clients = {role: anon.as_token(anon.login(usernames[role], passwords[role]))
-               for role in ("operator", "viewer")}
-    yield Tenant(tenant_id, tadmin, clients["operator"], clients["viewer"], anon, passwords, usernames)
+    clients = {
+        role: anon.as_token(anon.login(usernames[role], passwords[role]))
+        for role in ("operator", "viewer")
+    }
+    yield Tenant(
+        tenant_id, tadmin, clients["operator"], clients["viewer"], anon, passwords, usernames
+    )
     for client in (tadmin, *clients.values(), anon):
         client.close()

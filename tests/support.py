@@ -107,15 +107,17 @@ class RoostServer:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
-        env.update({
-            "ROOST_DATA_DIR": str(self.data_dir),
-            "ROOST_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "ROOST_SECRET_KEY": SECRET_KEY,
-            "ROOST_HTTP_PORT": str(self.port),
-            "ROOST_MQTT_PORT": "0",
-            "ROOST_MQTTS_PORT": "0",
-            "ROOST_LOG_LEVEL": "info",
-        })
+        env.update(
+            {
+                "ROOST_DATA_DIR": str(self.data_dir),
+                "ROOST_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "ROOST_SECRET_KEY": SECRET_KEY,
+                "ROOST_HTTP_PORT": str(self.port),
+                "ROOST_MQTT_PORT": "0",
+                "ROOST_MQTTS_PORT": "0",
+                "ROOST_LOG_LEVEL": "info",
+            }
+        )
         if self.database_url:
             env["ROOST_DATABASE_URL"] = self.database_url
         env.update(self.env_overrides)
@@ -127,7 +129,9 @@ class RoostServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "roost", "serve", *extra_args],
-                env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -140,7 +144,9 @@ class RoostServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"roost serve did not come up in {timeout}s:\n{self.log_path.read_text()}")
+        raise RuntimeError(
+            f"roost serve did not come up in {timeout}s:\n{self.log_path.read_text()}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -157,7 +163,8 @@ class RoostServer:
         if not self.log_path.exists():
             return []
         return [
-            line for line in self.log_path.read_text(errors="replace").splitlines()
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
             if "unhandled error" in line or "Exception in ASGI application" in line
         ]
 
@@ -182,7 +189,9 @@ class Api(httpx.Client):
         return token
 
 
-def assert_problem(resp: httpx.Response, status: int, detail_contains: str | None = None) -> dict[str, Any]:
+def assert_problem(
+    resp: httpx.Response, status: int, detail_contains: str | None = None
+) -> dict[str, Any]:
     """The response is an RFC 9457 problem with ``status`` (and a detail mentioning a phrase)."""
     assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.text}"
     assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers

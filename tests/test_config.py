@@ -20,7 +20,9 @@ def test_defaults(tmp_path: Path) -> None:
 
 def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
     config = tmp_path / "roost.toml"
-    config.write_text('http_port = 9000\nlog_level = "debug"\ncors_origins = ["https://a.example"]\n')
+    config.write_text(
+        'http_port = 9000\nlog_level = "debug"\ncors_origins = ["https://a.example"]\n'
+    )
     env = {"ROOST_CONFIG": str(config), "ROOST_HTTP_PORT": "9100"}
     settings = load_settings(env)
     assert settings.http_port == 9100
@@ -30,8 +32,11 @@ def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
 
 
 def test_env_casts_and_lists(tmp_path: Path) -> None:
-    env = {"ROOST_CONFIG": str(tmp_path / "none.toml"), "ROOST_CORS_ORIGINS": "https://a, https://b",
-           "ROOST_DATA_DIR": str(tmp_path / "d")}
+    env = {
+        "ROOST_CONFIG": str(tmp_path / "none.toml"),
+        "ROOST_CORS_ORIGINS": "https://a, https://b",
+        "ROOST_DATA_DIR": str(tmp_path / "d"),
+    }
     settings = load_settings(env)
     assert settings.cors_origins == ("https://a", "https://b")
     assert settings.data_dir == tmp_path / "d"

@@ -51,6 +51,8 @@ class Settings:
     # Batches of 5,000 telemetry points are ~400 KB of JSON; 4 MiB leaves room and still bounds
     # the memory one request can pin.
     max_body_bytes: int = 4 * 1024 * 1024
+    # A device import file: 64 MiB holds several hundred thousand CSV rows.
+    max_import_bytes: int = 64 * 1024 * 1024
     # Five failures in five minutes per (username, address) before logins are refused for a while.
     login_max_failures: int = 5
     login_window_s: int = 300
@@ -73,6 +75,7 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "mqtts_port": int,
     "token_ttl_s": int,
     "max_body_bytes": int,
+    "max_import_bytes": int,
     "login_max_failures": int,
     "login_window_s": int,
     "cors_origins": _list,
@@ -93,9 +96,7 @@ def _cast(name: str, raw: Any) -> Any:
     return raw
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from the environment (and ``roost.toml``), then apply non-None overrides."""
     environ = os.environ if env is None else env
     names = {f.name for f in fields(Settings)}

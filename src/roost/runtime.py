@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-
 from roost.config import Settings
 from roost.security.tokens import new_secret_key
 from roost.services.audit import AuditService
@@ -62,7 +61,9 @@ class Roost:
     @classmethod
     def build(cls, settings: Settings, clock: Callable[[], datetime] = utcnow) -> Roost:
         """Open the store and create the services (nothing is started yet)."""
-        db = open_database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        db = open_database(
+            settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
         secret = load_secret_key(settings)
         return cls(
             settings=settings,
@@ -79,10 +80,10 @@ class Roost:
         before, after = await migrate.upgrade(self.db)
         if before != after:
             log.info("database schema upgraded from %s to %s", before or "empty", after)
-        self.generated_admin_password = await self.identity.bootstrap(self.settings.admin_password or None)
+        self.generated_admin_password = await self.identity.bootstrap(
+            self.settings.admin_password or None
+        )
 
     async def close(self) -> None:
         """Release connections."""
         await self.db.dispose()
-
-

@@ -16,12 +16,20 @@ from roost.store.schema import tenants
 
 def _tenant(tenant_id: str) -> dict[str, object]:
     now = datetime.now(UTC)
-    return {"id": tenant_id, "name": tenant_id, "description": "", "created_at": now, "updated_at": now}
+    return {
+        "id": tenant_id,
+        "name": tenant_id,
+        "description": "",
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def _count(db: Database) -> int:
     async with db.read() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(tenants))).scalar_one())
+        return int(
+            (await conn.execute(sa.select(sa.func.count()).select_from(tenants))).scalar_one()
+        )
 
 
 async def test_write_commits_and_failed_write_rolls_back(db: Database) -> None:
@@ -48,8 +56,11 @@ async def test_timestamps_come_back_as_aware_utc(db: Database) -> None:
     await migrate.upgrade(db)
     written = datetime(2026, 11, 22, 8, 30, 0, 123456, tzinfo=UTC)
     async with db.write() as conn:
-        await conn.execute(tenants.insert().values(
-            id="a", name="a", description="", created_at=written, updated_at=written))
+        await conn.execute(
+            tenants.insert().values(
+                id="a", name="a", description="", created_at=written, updated_at=written
+            )
+        )
     async with db.read() as conn:
         read = (await conn.execute(sa.select(tenants.c.created_at))).scalar_one()
     assert read == written and read.tzinfo is not None and read.utcoffset().total_seconds() == 0

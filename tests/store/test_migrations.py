@@ -1,4 +1,4 @@
-"""The migrations build exactly the schema in ``store/schema.py``, on every backend, idempotently."""
+"""The migrations build exactly the schema of ``store/schema.py`` on every backend, idempotently."""
 
 from __future__ import annotations
 

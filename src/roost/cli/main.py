@@ -22,10 +22,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Roost: a self-hosted IoT device-fleet platform."""
 
 
-from roost.cli import serve  # noqa: E402,F401  (registers its commands)
+from roost.cli import db, devices, serve, tenants, users  # noqa: E402,F401  (serve registers itself)
+
+app.add_typer(db.app)
+app.add_typer(tenants.app)
+app.add_typer(users.app)
+app.add_typer(devices.app)

@@ -7,27 +7,43 @@ import logging
 from pathlib import Path
 
 import typer
-import uvicorn
 
 from roost.cli.main import app
 from roost.config import load_settings
-from roost.http.app import create_app
-from roost.runtime import Roost
 
 
 @app.command()
 def serve(
-    host: str = typer.Option(None, "--host", help="Address to listen on [env ROOST_HTTP_HOST; 127.0.0.1]"),
-    port: int = typer.Option(None, "--port", help="HTTP port [env ROOST_HTTP_PORT; 8000]"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Data directory [env ROOST_DATA_DIR; ./roost-data]"),
-    database_url: str = typer.Option(None, "--database-url",
-                                     help="sqlite:///file or postgresql://… [env ROOST_DATABASE_URL]"),
-    demo: bool = typer.Option(False, "--demo", help="Load the demo retail fleet when the tenant is empty."),
-    log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error [info]"),
+    host: str = typer.Option(
+        None, "--host", help="Address to listen on (env ROOST_HTTP_HOST, default 127.0.0.1)"
+    ),
+    port: int = typer.Option(None, "--port", help="HTTP port (env ROOST_HTTP_PORT, default 8000)"),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Data directory (env ROOST_DATA_DIR, default ./roost-data)"
+    ),
+    database_url: str = typer.Option(
+        None, "--database-url", help="sqlite:///file or postgresql://… (env ROOST_DATABASE_URL)"
+    ),
+    demo: bool = typer.Option(
+        False, "--demo", help="Load the demo retail fleet when the tenant is empty."
+    ),
+    log_level: str = typer.Option(
+        None, "--log-level", help="debug, info, warning or error (default info)"
+    ),
 ) -> None:
-    """Run the Roost server: upgrade the database, create the admin on first start, serve the API."""
+    """Run Roost: upgrade the database, create the admin on first start, serve the API."""
+    # Imported here so that other commands start without loading the web stack.
+    import uvicorn
+
+    from roost.http.app import create_app
+    from roost.runtime import Roost
+
     settings = load_settings(
-        http_host=host, http_port=port, data_dir=data_dir, database_url=database_url, log_level=log_level
+        http_host=host,
+        http_port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        log_level=log_level,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -45,17 +61,26 @@ def serve(
             base = f"http://{settings.http_host}:{settings.http_port}"
             typer.echo(f"Roost {base}  (API {base}/api/v1, docs {base}/docs)")
             if roost.generated_admin_password:
-                typer.echo(f"Admin login: admin / {roost.generated_admin_password}  (shown once; "
-                           "change it with `roost user set-password admin`)")
+                typer.echo(
+                    f"Admin login: admin / {roost.generated_admin_password}  (shown once; "
+                    "change it with `roost user set-password admin`)"
+                )
             elif settings.admin_password:
                 typer.echo("Admin login: admin / the password in ROOST_ADMIN_PASSWORD")
             else:
-                typer.echo("Admin login: admin / the password printed at first start "
-                           "(reset it with `roost user set-password admin`)")
+                typer.echo(
+                    "Admin login: admin / the password printed at first start "
+                    "(reset it with `roost user set-password admin`)"
+                )
             config = uvicorn.Config(
-                create_app(roost, manage_lifecycle=False), host=settings.http_host,
-                port=settings.http_port, log_level=settings.log_level.lower(), loop="uvloop",
-                http="httptools", access_log=False, lifespan="on",
+                create_app(roost, manage_lifecycle=False),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level=settings.log_level.lower(),
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                lifespan="on",
             )
             await uvicorn.Server(config).serve()
         finally:

@@ -1,7 +1,7 @@
 """Who is acting, and what each role may do.
 
-Roles are ordered: a viewer reads; an operator also changes the fleet (inventory, devices, imports);
-an admin also manages the tenant's users and API keys and reads the audit log. The platform
+Roles are ordered: a viewer reads; an operator also changes the fleet (inventory, devices, imports)
+and reads the audit log; an admin also manages the tenant's users and API keys. The platform
 superuser may act in any tenant and manage tenants.
 """
 
@@ -51,9 +51,7 @@ class Actor:
     def require(self, role: Role) -> None:
         """Raise PermissionDenied unless the actor holds at least ``role`` in its tenant."""
         if self.role < role:
-            raise PermissionDenied(
-                f"this needs the {role.label} role; you are {self.role.label}"
-            )
+            raise PermissionDenied(f"this needs the {role.label} role; you are {self.role.label}")
 
     def require_superuser(self) -> None:
         """Raise PermissionDenied unless the actor is the platform superuser."""

@@ -1,4 +1,4 @@
-"""Dynamic group filters: which devices a rule such as ``{"site_id": "paris", "tags": {...}}`` holds."""
+"""Dynamic group filters: which devices a rule like ``{"site_id": "paris", "tags": {}}`` holds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ FILTER_FIELDS = ("site_id", "model_id", "firmware_id", "customer_id")
 
 
 def validate_filter(rule: Any) -> dict[str, Any]:
-    """Check a group filter's shape and answer it normalised; raise InvalidInput naming the fault."""
+    """Check a group filter's shape and answer it normalised, or raise InvalidInput saying why."""
     if not isinstance(rule, Mapping):
         raise InvalidInput("filter must be an object")
     unknown = set(rule) - {*FILTER_FIELDS, "tags"}
@@ -34,8 +34,10 @@ def validate_filter(rule: Any) -> dict[str, Any]:
     if tags:
         clean["tags"] = dict(tags)
     if not clean:
-        raise InvalidInput("filter must select on at least one of site_id, model_id, "
-                           "firmware_id, customer_id or tags")
+        raise InvalidInput(
+            "filter must select on at least one of site_id, model_id, "
+            "firmware_id, customer_id or tags"
+        )
     return clean
 
 

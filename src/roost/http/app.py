@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from roost import __version__
 from roost.http import problems
 from roost.http.middleware import BodyLimit, Metrics
-from roost.http.routes import audit, devices, identity, inventory, system
+from roost.http.routes import audit, bulk, devices, identity, inventory, system
 from roost.runtime import Roost
 
 API_PREFIX = "/api/v1"
@@ -27,8 +27,21 @@ filters named like the fields.
 """
 
 
+def mounted_routers() -> list[tuple[APIRouter, str]]:
+    """Every router of the API with the prefix it is mounted at, in matching order."""
+    return [
+        (system.router, ""),
+        (identity.router, API_PREFIX),
+        *((router, API_PREFIX) for router in inventory.ROUTERS),
+        (bulk.router, API_PREFIX),  # before /devices/{device_id}, which would take "import"
+        (devices.router, API_PREFIX),
+        (devices.groups_router, API_PREFIX),
+        (audit.router, API_PREFIX),
+    ]
+
+
 def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
-    """Build the ASGI app around a Roost instance; the app starts and stops it unless told not to."""
+    """Build the ASGI app around a Roost; the app starts and stops it unless told not to."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,13 +64,8 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.roost = roost
     problems.install(app)
-    app.include_router(system.router)
-    app.include_router(identity.router, prefix=API_PREFIX)
-    for router in inventory.ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(devices.router, prefix=API_PREFIX)
-    app.include_router(devices.groups_router, prefix=API_PREFIX)
-    app.include_router(audit.router, prefix=API_PREFIX)
+    for router, prefix in mounted_routers():
+        app.include_router(router, prefix=prefix)
 
     # Added last = outermost: the body limit applies before anything reads the body.
     if roost.settings.cors_origins:
@@ -69,5 +77,9 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(Metrics)
-    app.add_middleware(BodyLimit, max_bytes=roost.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=roost.settings.max_body_bytes,
+        per_path={f"{API_PREFIX}/devices/import": roost.settings.max_import_bytes},
+    )
     return app

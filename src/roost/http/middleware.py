@@ -14,20 +14,31 @@ REQUESTS = Counter(
     "roost_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
 LATENCY = Histogram(
-    "roost_http_request_duration_seconds", "HTTP request duration", ["method", "route"],
+    "roost_http_request_duration_seconds",
+    "HTTP request duration",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 
 def _too_large(limit: int) -> list[Message]:
-    body = orjson.dumps({
-        "type": "about:blank", "title": "Payload too large", "status": 413,
-        "detail": f"the request body is larger than the {limit}-byte limit",
-    })
+    body = orjson.dumps(
+        {
+            "type": "about:blank",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"the request body is larger than the {limit}-byte limit",
+        }
+    )
     return [
-        {"type": "http.response.start", "status": 413,
-         "headers": [(b"content-type", b"application/problem+json"),
-                     (b"content-length", str(len(body)).encode())]},
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
         {"type": "http.response.body", "body": body},
     ]
 
@@ -38,22 +49,26 @@ class BodyLimit:
     Starlette's own RequestBodyLimitMiddleware answers text/plain; the API promises problem+json.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.default_max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    for message in _too_large(self.max_bytes):
+                if declared > max_bytes:
+                    for message in _too_large(max_bytes):
                         await send(message)
                     return
                 break
@@ -64,11 +79,11 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # FastAPI lets its own HTTPException through body parsing (anything else
                     # would become a 400), and the app's handler renders it as problem+json.
                     raise HTTPException(
-                        413, f"the request body is larger than the {self.max_bytes}-byte limit"
+                        413, f"the request body is larger than the {max_bytes}-byte limit"
                     )
             return message
 

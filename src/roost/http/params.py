@@ -6,26 +6,44 @@ silently ignored and answering the whole collection.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from roost.http.schemas import contains_nul
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
 PAGING = {"limit", "offset", "sort", "q"}
 
 
-class ListParams(BaseModel):
-    """Paging, sorting and text search, shared by every collection."""
+class PageParams(BaseModel):
+    """Paging and sorting, shared by every collection."""
 
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page")
     offset: int = Field(0, ge=0, description="Items to skip")
-    sort: str | None = Field(None, max_length=64, description="Field to sort by; -field for descending")
-    q: str | None = Field(None, max_length=200, description="Case-insensitive text search")
+    sort: str | None = Field(
+        None, max_length=64, description="Field to sort by; -field for descending"
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_nul(cls, value: Any) -> Any:
+        # PostgreSQL cannot compare text holding NUL; refuse it on every backend alike.
+        if contains_nul(value):
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value
 
     def page(self) -> PageRequest:
         """The paging part."""
         return PageRequest(limit=self.limit, offset=self.offset, sort=self.sort)
+
+
+class ListParams(PageParams):
+    """Paging, sorting and text search, shared by every collection."""
+
+    q: str | None = Field(None, max_length=200, description="Case-insensitive text search")
 
     def filters(self) -> dict[str, str]:
         """The filter part, without unset filters."""
@@ -68,7 +86,9 @@ class DeviceParams(ListParams):
     firmware_id: str | None = None
     customer_id: str | None = None
     group: str | None = Field(None, description="Members of this group (static or dynamic)")
-    tag: list[str] = Field(default_factory=list, description="key:value, or key for 'has tag'; repeatable")
+    tag: list[str] = Field(
+        default_factory=list, description="key:value, or key for 'has tag'; repeatable"
+    )
 
 
 class SensorParams(ListParams):
@@ -77,5 +97,19 @@ class SensorParams(ListParams):
 
 
 class ComponentParams(ListParams):
-    parent_id: str | None = Field(None, description="Children of this component; empty for top level")
+    parent_id: str | None = Field(
+        None, description="Children of this component; empty for top level"
+    )
     kind: str | None = None
+
+
+class AuditParams(PageParams):
+    """Filters of the audit log; times need an offset (RFC 3339), a naive time is ambiguous."""
+
+    entity_type: str | None = Field(None, description="device, sensor, site, user, …")
+    entity_id: str | None = None
+    device_id: str | None = Field(None, description="A device and everything under it")
+    actor: str | None = Field(None, description="Who made the change")
+    action: str | None = Field(None, description="create, update, delete, …")
+    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive")
+    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive")

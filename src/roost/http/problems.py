@@ -17,16 +17,29 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TITLES = {
-    400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
-    415: "Unsupported media type", 422: "Invalid input", 429: "Too many requests",
-    500: "Internal error", 503: "Service unavailable",
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
 }
 
 
 def problem(
-    status: int, detail: str, *, title: str | None = None, errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None, instance: str | None = None,
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
 ) -> Response:
     """A problem+json response."""
     body: dict[str, Any] = {
@@ -42,11 +55,21 @@ def problem(
     all_headers = dict(headers or {})
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", "Bearer")
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=all_headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=all_headers
+    )
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc if part not in {"body", "query", "path"}) or "body"
+
+
+def _body_not_json(exc: RequestValidationError) -> bool:
+    """FastAPI hands over as bytes a body it did not parse as JSON (Content-Type not JSON)."""
+    return any(
+        tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes)
+        for err in exc.errors()
+    )
 
 
 def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
@@ -56,7 +79,9 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict
         if err.get("type") == "json_invalid":
             malformed = True
             ctx = err.get("ctx") or {}
-            errors.append({"field": "body", "message": f"malformed JSON: {ctx.get('error', 'invalid')}"})
+            errors.append(
+                {"field": "body", "message": f"malformed JSON: {ctx.get('error', 'invalid')}"}
+            )
             continue
         loc = tuple(err.get("loc", ()))
         entry = {"field": _location(loc), "message": err.get("msg", "invalid")}
@@ -84,6 +109,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _body_not_json(exc):
+            return problem(415, "send the body as JSON with Content-Type: application/json")
         status, detail, errors = _validation_errors(exc)
         return problem(status, detail, errors=errors)
 

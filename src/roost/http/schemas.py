@@ -5,16 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 
 T = TypeVar("T")
 
+
+def contains_nul(value: Any) -> bool:
+    """True when a string, or any key or value inside lists and objects, holds a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(v) for v in value)
+    return False
 
 
 class Body(BaseModel):
     """A request body: unknown fields are refused rather than silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; refuse it on every backend so both store the same data.
+        if contains_nul(value):
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+        return value
 
 
 class Out(BaseModel):
@@ -40,7 +67,9 @@ class Problem(Out):
     status: int
     detail: str
     instance: str | None = None
-    errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field or per-item faults")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Per-field or per-item faults"
+    )
 
 
 # -- identity ---------------------------------------------------------------------------------
@@ -113,7 +142,7 @@ class UserPatch(Body):
 class ApiKeyIn(Body):
     name: str = Field(min_length=1, max_length=200)
     role: RoleName | None = Field(default=None, description="At most your own role (the default)")
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class ApiKeyOut(Out):
@@ -166,8 +195,8 @@ class SiteIn(Body):
     postal_code: str | None = Field(default=None, max_length=32)
     country: str | None = Field(default=None, description="ISO 3166 alpha-2, e.g. FR")
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: StrictFloat | None = None
+    longitude: StrictFloat | None = None
     notes: str | None = Field(default=None, max_length=20_000)
 
 
@@ -179,8 +208,8 @@ class SitePatch(Body):
     postal_code: str | None = Field(default=None, max_length=32)
     country: str | None = None
     timezone: str | None = None
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: StrictFloat | None = None
+    longitude: StrictFloat | None = None
     notes: str | None = Field(default=None, max_length=20_000)
 
 
@@ -229,9 +258,12 @@ class DeviceModelIn(Body):
     manufacturer_id: str | None = None
     family: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=20_000)
-    heartbeat_interval_s: int | None = Field(default=None, description="Expected seconds between heartbeats")
-    auto_create_sensors: bool | None = Field(
-        default=None, description="Create sensors on first telemetry (default true)")
+    heartbeat_interval_s: StrictInt | None = Field(
+        default=None, description="Expected seconds between heartbeats"
+    )
+    auto_create_sensors: StrictBool | None = Field(
+        default=None, description="Create sensors on first telemetry (default true)"
+    )
 
 
 class DeviceModelPatch(Body):
@@ -240,8 +272,8 @@ class DeviceModelPatch(Body):
     manufacturer_id: str | None = None
     family: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=20_000)
-    heartbeat_interval_s: int | None = None
-    auto_create_sensors: bool | None = None
+    heartbeat_interval_s: StrictInt | None = None
+    auto_create_sensors: StrictBool | None = None
 
 
 class DeviceModelOut(Out):
@@ -262,14 +294,14 @@ class FirmwareIn(Body):
     version: str = Field(min_length=1, max_length=64)
     model_id: str | None = None
     release_notes: str | None = Field(default=None, max_length=20_000)
-    released_at: datetime | None = None
+    released_at: AwareDatetime | None = None
 
 
 class FirmwarePatch(Body):
     version: str | None = Field(default=None, min_length=1, max_length=64)
     model_id: str | None = None
     release_notes: str | None = Field(default=None, max_length=20_000)
-    released_at: datetime | None = None
+    released_at: AwareDatetime | None = None
 
 
 class FirmwareOut(Out):
@@ -295,7 +327,8 @@ class GroupIn(Body):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
     filter: GroupFilter | None = Field(
-        default=None, description="Makes the group dynamic: members are the devices that match")
+        default=None, description="Makes the group dynamic: members are the devices that match"
+    )
 
 
 class GroupPatch(Body):
@@ -325,8 +358,12 @@ class GroupMembersAdded(Out):
 
 
 class DeviceIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128,
-                           description="Letters, digits and . _ : - ; generated when absent")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Letters, digits and . _ : - ; generated when absent",
+    )
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
     model_id: str | None = None
@@ -347,7 +384,10 @@ class DevicePatch(Body):
     customer_id: str | None = None
     notes: str | None = Field(default=None, max_length=100_000)
     tags: dict[str, str | None] | None = Field(
-        default=None, description="Merged into the device's tags; a null value removes a tag")
+        default=None,
+        description="Merged into the device's tags; a null value removes a tag, "
+        "and tags: null removes them all",
+    )
 
 
 DeviceStatus = Literal["online", "offline", "never_seen"]
@@ -374,7 +414,9 @@ SensorType = Literal["double", "long", "boolean", "string", "json"]
 
 
 class SensorIn(Body):
-    id: str = Field(min_length=1, max_length=128, description="Unique within the device, e.g. 4 or temperature")
+    id: str = Field(
+        min_length=1, max_length=128, description="Unique within the device, e.g. 4 or temperature"
+    )
     type: SensorType
     path: str | None = Field(default=None, max_length=500, description="e.g. wheels/front/left")
     name: str | None = Field(default=None, max_length=200)
@@ -454,7 +496,9 @@ class ImportReport(Out):
 
     created: int
     updated: int
+    unchanged: int = Field(0, description="Existing devices the file already described exactly")
     skipped: int
     errors: list[dict[str, Any]] = Field(
-        description="One entry per refused row: row number (1 = first data row), device id, reason")
+        description="One entry per refused row: row number (1 = first data row), device id, reason"
+    )
     dry_run: bool

@@ -50,10 +50,36 @@ class FailureLimiter:
     def record_failure(self, *keys: str) -> None:
         """Count one failed attempt against every key."""
         if len(self._failures) >= self.MAX_KEYS:
-            self._failures.clear()
+            self._evict()
         now = self._clock()
         for key in keys:
             self._failures.setdefault(key, deque()).append(now)
+
+    def _evict(self) -> None:
+        """Make room without forgetting the keys under attack right now.
+
+        Expired entries go first, then keys that are not locked (a spray of fresh usernames has
+        one failure each), oldest first; only if every key left is locked do the oldest go.
+        """
+        for key in list(self._failures):
+            self._recent(key)
+        target = self.MAX_KEYS * 9 // 10
+        for key in list(self._failures):
+            if len(self._failures) <= target:
+                return
+            if len(self._failures[key]) < self.max_failures:
+                del self._failures[key]
+        for key in list(self._failures)[: max(len(self._failures) - target, 0)]:
+            del self._failures[key]
+
+    def forgive(self, *keys: str) -> None:
+        """Take back the latest failure of each key (an attempt counted early that succeeded)."""
+        for key in keys:
+            failures = self._failures.get(key)
+            if failures:
+                failures.pop()
+            if not failures:
+                self._failures.pop(key, None)
 
     def reset(self, *keys: str) -> None:
         """Forget the failures of keys (after a success)."""

@@ -38,8 +38,11 @@ def issue_user_token(
     secret: str, user_id: int, tenant_id: str, ttl_s: int, now: datetime | None = None
 ) -> tuple[str, datetime]:
     """Sign a token for a user; answer the token and its expiry."""
-    issued = (now or datetime.now(UTC)).replace(microsecond=0)
-    expires = issued + timedelta(seconds=ttl_s)
+    now = now or datetime.now(UTC)
+    issued = now.replace(microsecond=0)
+    # Whole seconds in the claims: round the expiry up, so a token lives at least ttl_s seconds
+    # (rounding down made a 1-second token expire at once half of the time).
+    expires = issued + timedelta(seconds=ttl_s + (1 if now.microsecond else 0))
     claims = {
         "iss": ISSUER,
         "aud": USER_AUDIENCE,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +58,35 @@ async def record(
     )
 
 
+async def record_many(
+    conn: AsyncConnection, actor: Actor, entries: Sequence[Mapping[str, Any]], at: datetime
+) -> None:
+    """Append many audit entries with one multi-row INSERT (bulk operations).
+
+    Each entry gives ``action``, ``entity_type``, ``entity_id`` and optionally ``before``,
+    ``after`` and ``device_id``.
+    """
+    if not entries:
+        return
+    await conn.execute(
+        audit_log.insert(),
+        [
+            {
+                "tenant_id": actor.tenant_id,
+                "at": at,
+                "actor": actor.name,
+                "action": entry["action"],
+                "entity_type": entry["entity_type"],
+                "entity_id": entry["entity_id"],
+                "device_id": entry.get("device_id"),
+                "before": _clean(entry.get("before")),
+                "after": _clean(entry.get("after")),
+            }
+            for entry in entries
+        ],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
     """Filters over the audit log."""
@@ -87,8 +116,15 @@ class AuditService:
         actor.require(min_role)
         t = audit_log
         stmt = sa.select(
-            t.c.id, t.c.at, t.c.actor, t.c.action, t.c.entity_type, t.c.entity_id, t.c.device_id,
-            t.c.before, t.c.after,
+            t.c.id,
+            t.c.at,
+            t.c.actor,
+            t.c.action,
+            t.c.entity_type,
+            t.c.entity_id,
+            t.c.device_id,
+            t.c.before,
+            t.c.after,
         ).where(t.c.tenant_id == actor.tenant_id)
         for column, value in (
             (t.c.entity_type, query.entity_type),

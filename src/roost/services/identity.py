@@ -33,7 +33,7 @@ from roost.security.tokens import issue_user_token, verify_user_token
 from roost.services import audit
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
-from roost.store.schema import api_keys, tenants, users
+from roost.store.schema import api_keys, audit_log, tenants, users
 
 DEFAULT_TENANT = "default"
 SUPERUSER = "admin"
@@ -44,12 +44,25 @@ ADDRESS_FAILURE_FACTOR = 4
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 _USER_COLUMNS = (
-    users.c.id, users.c.tenant_id, users.c.username, users.c.role, users.c.is_superuser,
-    users.c.disabled, users.c.last_login_at, users.c.created_at, users.c.updated_at,
+    users.c.id,
+    users.c.tenant_id,
+    users.c.username,
+    users.c.role,
+    users.c.is_superuser,
+    users.c.disabled,
+    users.c.last_login_at,
+    users.c.created_at,
+    users.c.updated_at,
 )
 _KEY_COLUMNS = (
-    api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.role, api_keys.c.created_at,
-    api_keys.c.expires_at, api_keys.c.revoked_at, api_keys.c.last_used_at,
+    api_keys.c.id,
+    api_keys.c.user_id,
+    api_keys.c.name,
+    api_keys.c.role,
+    api_keys.c.created_at,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+    api_keys.c.last_used_at,
 )
 
 
@@ -102,14 +115,22 @@ class IdentityService:
         """
         now = self.clock()
         async with self.db.write() as conn:
-            if await fetch_one(conn, sa.select(tenants.c.id).where(tenants.c.id == DEFAULT_TENANT)) is None:
+            if (
+                await fetch_one(conn, sa.select(tenants.c.id).where(tenants.c.id == DEFAULT_TENANT))
+                is None
+            ):
                 await conn.execute(
                     tenants.insert().values(
-                        id=DEFAULT_TENANT, name="Default", description="", created_at=now,
+                        id=DEFAULT_TENANT,
+                        name="Default",
+                        description="",
+                        created_at=now,
                         updated_at=now,
                     )
                 )
-            existing = await fetch_one(conn, sa.select(users.c.id).where(users.c.username == SUPERUSER))
+            existing = await fetch_one(
+                conn, sa.select(users.c.id).where(users.c.username == SUPERUSER)
+            )
             if existing is not None:
                 return None
             generated = None
@@ -117,10 +138,14 @@ class IdentityService:
                 generated = admin_password = secrets.token_urlsafe(12)
             await conn.execute(
                 users.insert().values(
-                    tenant_id=DEFAULT_TENANT, username=SUPERUSER,
+                    tenant_id=DEFAULT_TENANT,
+                    username=SUPERUSER,
                     password_hash=await hash_password_async(admin_password),
-                    role=Role.ADMIN.label, is_superuser=True, disabled=False,
-                    created_at=now, updated_at=now,
+                    role=Role.ADMIN.label,
+                    is_superuser=True,
+                    disabled=False,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             return generated
@@ -136,14 +161,17 @@ class IdentityService:
         )
         if wait:
             raise RateLimited("too many failed logins; try again later", retry_after=wait)
+        # Count the attempt as a failure before the slow checks below and take it back on
+        # success: counted after them, any number of concurrent guesses passed the check above.
+        self._pair_limiter.record_failure(pair_key)
+        self._address_limiter.record_failure(address_key)
         async with self.db.read() as conn:
             row = await fetch_one(conn, sa.select(users).where(users.c.username == username))
         valid = await verify_password_async(row["password_hash"] if row else None, password)
         if row is None or not valid or row["disabled"]:
-            self._pair_limiter.record_failure(pair_key)
-            self._address_limiter.record_failure(address_key)
             raise AuthenticationFailed("invalid username or password")
         self._pair_limiter.reset(pair_key)
+        self._address_limiter.forgive(address_key)
         now = self.clock()
         async with self.db.write() as conn:
             await conn.execute(
@@ -161,13 +189,36 @@ class IdentityService:
             return await self._authenticate_api_key(credential)
         claims = verify_user_token(self.secret_key, credential)
         async with self.db.read() as conn:
-            row = await fetch_one(conn, sa.select(*_USER_COLUMNS).where(users.c.id == claims.user_id))
+            row = await fetch_one(
+                conn,
+                sa.select(*_USER_COLUMNS, users.c.tokens_valid_after).where(
+                    users.c.id == claims.user_id
+                ),
+            )
         if row is None or row["disabled"] or row["tenant_id"] != claims.tenant_id:
             raise AuthenticationFailed("token no longer valid: the user was removed or disabled")
+        if row["tokens_valid_after"] is not None and claims.issued_at < row["tokens_valid_after"]:
+            raise AuthenticationFailed(
+                "token no longer valid: the password changed or the user logged out"
+            )
         return Actor(
-            tenant_id=row["tenant_id"], name=row["username"], role=Role.parse(row["role"]),
-            is_superuser=row["is_superuser"], user_id=row["id"],
+            tenant_id=row["tenant_id"],
+            name=row["username"],
+            role=Role.parse(row["role"]),
+            is_superuser=row["is_superuser"],
+            user_id=row["id"],
         )
+
+    async def logout(self, actor: Actor) -> None:
+        """End every login session of the caller: tokens issued until now stop working."""
+        if actor.user_id is None or actor.api_key_id is not None:
+            raise InvalidInput("log out with a login token; revoke API keys instead")
+        async with self.db.write() as conn:
+            await conn.execute(
+                users.update()
+                .where(users.c.id == actor.user_id)
+                .values(tokens_valid_after=_session_cutoff(self.clock()))
+            )
 
     async def _authenticate_api_key(self, credential: str) -> Actor:
         parts = apikeys.split_api_key(credential)
@@ -176,10 +227,18 @@ class IdentityService:
         key_id, secret = parts
         query = (
             sa.select(
-                api_keys.c.id, api_keys.c.role, api_keys.c.secret_hash, api_keys.c.expires_at,
-                api_keys.c.revoked_at, api_keys.c.last_used_at, users.c.id.label("user_id"),
-                users.c.username, users.c.role.label("user_role"), users.c.tenant_id,
-                users.c.is_superuser, users.c.disabled,
+                api_keys.c.id,
+                api_keys.c.role,
+                api_keys.c.secret_hash,
+                api_keys.c.expires_at,
+                api_keys.c.revoked_at,
+                api_keys.c.last_used_at,
+                users.c.id.label("user_id"),
+                users.c.username,
+                users.c.role.label("user_role"),
+                users.c.tenant_id,
+                users.c.is_superuser,
+                users.c.disabled,
             )
             .join(users, users.c.id == api_keys.c.user_id)
             .where(api_keys.c.id == key_id)
@@ -187,7 +246,9 @@ class IdentityService:
         async with self.db.read() as conn:
             row = await fetch_one(conn, query)
         now = self.clock()
-        if row is None or not apikeys.verify_api_key_secret(self.secret_key, secret, row["secret_hash"]):
+        if row is None or not apikeys.verify_api_key_secret(
+            self.secret_key, secret, row["secret_hash"]
+        ):
             raise AuthenticationFailed("invalid API key")
         if row["revoked_at"] is not None:
             raise AuthenticationFailed("API key revoked")
@@ -203,8 +264,11 @@ class IdentityService:
         # A key never does more than its user can do today, even if the user was demoted.
         role = min(Role.parse(row["role"]), Role.parse(row["user_role"]))
         return Actor(
-            tenant_id=row["tenant_id"], name=f"{row['username']}/apikey:{key_id}", role=role,
-            is_superuser=row["is_superuser"] and role == Role.ADMIN, user_id=row["user_id"],
+            tenant_id=row["tenant_id"],
+            name=f"{row['username']}/apikey:{key_id}",
+            role=role,
+            is_superuser=row["is_superuser"] and role == Role.ADMIN,
+            user_id=row["user_id"],
             api_key_id=key_id,
         )
 
@@ -220,8 +284,13 @@ class IdentityService:
     # -- tenants -----------------------------------------------------------------------------
 
     async def create_tenant(
-        self, actor: Actor, tenant_id: str, name: str, description: str = "",
-        admin_username: str | None = None, admin_password: str | None = None,
+        self,
+        actor: Actor,
+        tenant_id: str,
+        name: str,
+        description: str = "",
+        admin_username: str | None = None,
+        admin_password: str | None = None,
     ) -> dict[str, Any]:
         """Create a tenant, optionally with its first admin user."""
         actor.require_superuser()
@@ -230,20 +299,30 @@ class IdentityService:
         if (admin_username is None) != (admin_password is None):
             raise InvalidInput("give both admin username and admin password, or neither")
         now = self.clock()
-        row = {"id": tenant_id, "name": name, "description": description,
-               "created_at": now, "updated_at": now}
+        row = {
+            "id": tenant_id,
+            "name": name,
+            "description": description,
+            "created_at": now,
+            "updated_at": now,
+        }
         async with self.db.write() as conn:
             if await fetch_one(conn, sa.select(tenants.c.id).where(tenants.c.id == tenant_id)):
                 raise Conflict(f"tenant {tenant_id!r} already exists")
             await conn.execute(tenants.insert().values(**row))
-            await audit.record(conn, actor, "create", "tenant", tenant_id, after=row)
+            # Tenant records belong to the platform's log, never to a tenant the superuser acts in.
+            await audit.record(
+                conn, actor, "create", "tenant", tenant_id, after=row, tenant_id=DEFAULT_TENANT
+            )
             if admin_username is not None and admin_password is not None:
                 await self._insert_user(
                     conn, actor, tenant_id, admin_username, admin_password, Role.ADMIN
                 )
         return row
 
-    async def list_tenants(self, actor: Actor, page: PageRequest, q: str | None = None) -> Page[dict[str, Any]]:
+    async def list_tenants(
+        self, actor: Actor, page: PageRequest, q: str | None = None
+    ) -> Page[dict[str, Any]]:
         """All tenants (superuser only)."""
         actor.require_superuser()
         query = sa.select(tenants)
@@ -265,7 +344,9 @@ class IdentityService:
             raise NotFound(f"no tenant {tenant_id!r}")
         return row
 
-    async def update_tenant(self, actor: Actor, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update_tenant(
+        self, actor: Actor, tenant_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         """Rename or re-describe a tenant."""
         actor.require_superuser()
         allowed = {k: v for k, v in changes.items() if k in {"name", "description"}}
@@ -274,9 +355,21 @@ class IdentityService:
             if before is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
             after = {**before, **allowed, "updated_at": self.clock()}
-            await conn.execute(tenants.update().where(tenants.c.id == tenant_id).values(
-                **allowed, updated_at=after["updated_at"]))
-            await audit.record(conn, actor, "update", "tenant", tenant_id, before=before, after=after)
+            await conn.execute(
+                tenants.update()
+                .where(tenants.c.id == tenant_id)
+                .values(**allowed, updated_at=after["updated_at"])
+            )
+            await audit.record(
+                conn,
+                actor,
+                "update",
+                "tenant",
+                tenant_id,
+                before=before,
+                after=after,
+                tenant_id=DEFAULT_TENANT,
+            )
         return after
 
     async def delete_tenant(self, actor: Actor, tenant_id: str) -> None:
@@ -289,12 +382,22 @@ class IdentityService:
             if before is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
             await conn.execute(tenants.delete().where(tenants.c.id == tenant_id))
-            await audit.record(conn, actor, "delete", "tenant", tenant_id, before=before)
+            # The log has no foreign key: left behind, it would be shown to a new tenant that
+            # reuses the id.
+            await conn.execute(audit_log.delete().where(audit_log.c.tenant_id == tenant_id))
+            await audit.record(
+                conn, actor, "delete", "tenant", tenant_id, before=before, tenant_id=DEFAULT_TENANT
+            )
 
     # -- users -------------------------------------------------------------------------------
 
     async def _insert_user(
-        self, conn: AsyncConnection, actor: Actor, tenant_id: str, username: str, password: str,
+        self,
+        conn: AsyncConnection,
+        actor: Actor,
+        tenant_id: str,
+        username: str,
+        password: str,
         role: Role,
     ) -> dict[str, Any]:
         if not username or len(username) > 64 or not username.isprintable() or " " in username:
@@ -304,8 +407,13 @@ class IdentityService:
             raise Conflict(f"username {username!r} is taken")
         now = self.clock()
         values = {
-            "tenant_id": tenant_id, "username": username, "role": role.label,
-            "is_superuser": False, "disabled": False, "created_at": now, "updated_at": now,
+            "tenant_id": tenant_id,
+            "username": username,
+            "role": role.label,
+            "is_superuser": False,
+            "disabled": False,
+            "created_at": now,
+            "updated_at": now,
         }
         result = await conn.execute(
             users.insert().values(**values, password_hash=await hash_password_async(password))
@@ -348,12 +456,11 @@ class IdentityService:
         return Page(items, total, page.limit, page.offset)
 
     async def _user_row(self, conn: AsyncConnection, actor: Actor, user_id: int) -> dict[str, Any]:
-        row = await fetch_one(
-            conn,
-            sa.select(*_USER_COLUMNS).where(
-                users.c.id == user_id, users.c.tenant_id == actor.tenant_id
-            ),
-        )
+        query = sa.select(*_USER_COLUMNS).where(users.c.id == user_id)
+        # Your own record stays yours while the superuser acts in another tenant.
+        if actor.user_id != user_id:
+            query = query.where(users.c.tenant_id == actor.tenant_id)
+        row = await fetch_one(conn, query)
         if row is None:
             raise NotFound(f"no user {user_id}")
         return row
@@ -365,7 +472,9 @@ class IdentityService:
         async with self.db.read() as conn:
             return await self._user_row(conn, actor, user_id)
 
-    async def update_user(self, actor: Actor, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update_user(
+        self, actor: Actor, user_id: int, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         """Change a user's role, password or disabled flag.
 
         A user may change their own password; role and disabled need an admin, and nobody may
@@ -388,9 +497,17 @@ class IdentityService:
                 values.get("disabled") or values.get("role", "admin") != "admin"
             ):
                 raise Conflict("the superuser cannot be demoted or disabled")
+            if (values.get("disabled") or values.get("role", "admin") != "admin") and before[
+                "role"
+            ] == "admin":
+                await _keep_an_admin(conn, before)
             if changes.get("password") is not None:
+                if before["is_superuser"] and not actor.is_superuser:
+                    raise PermissionDenied("only the superuser may change the superuser's password")
                 check_password_rule(changes["password"])
                 values["password_hash"] = await hash_password_async(changes["password"])
+                # Sessions opened with the old password end; the caller logs in again.
+                values["tokens_valid_after"] = _session_cutoff(self.clock())
             values["updated_at"] = self.clock()
             await conn.execute(users.update().where(users.c.id == user_id).values(**values))
             after = {**before, **values}
@@ -401,6 +518,48 @@ class IdentityService:
             )
         return _user_out({k: v for k, v in after.items() if k != "password_changed"})
 
+    async def set_password_by_username(
+        self, actor: Actor, username: str, password: str
+    ) -> dict[str, Any]:
+        """Set a user's password by username (``roost user set-password``).
+
+        The platform superuser (and the local administrator of ``roost`` commands, which acts
+        as it) may set anyone's, the superuser's included: that is how a lost admin password is
+        reset. A tenant admin may set the passwords of their tenant's other users, and anyone
+        their own. Another tenant's user answers 404, as if it did not exist.
+        """
+        check_password_rule(password)
+        async with self.db.write() as conn:
+            before = await fetch_one(
+                conn, sa.select(*_USER_COLUMNS).where(users.c.username == username)
+            )
+            if before is None or (
+                before["tenant_id"] != actor.tenant_id and not actor.is_superuser
+            ):
+                raise NotFound(f"no user {username!r}")
+            if actor.user_id != before["id"] and not actor.is_superuser:
+                actor.require(Role.ADMIN)
+                if before["is_superuser"]:
+                    raise PermissionDenied("only the superuser may change the superuser's password")
+            values = {
+                "password_hash": await hash_password_async(password),
+                "tokens_valid_after": _session_cutoff(self.clock()),
+                "updated_at": self.clock(),
+            }
+            await conn.execute(users.update().where(users.c.id == before["id"]).values(**values))
+            after = {**before, "updated_at": values["updated_at"], "password_changed": True}
+            await audit.record(
+                conn,
+                actor,
+                "update",
+                "user",
+                username,
+                before=before,
+                after=after,
+                tenant_id=before["tenant_id"],
+            )
+        return _user_out({k: v for k, v in after.items() if k != "password_changed"})
+
     async def delete_user(self, actor: Actor, user_id: int) -> None:
         """Remove a user and their API keys."""
         actor.require(Role.ADMIN)
@@ -408,6 +567,8 @@ class IdentityService:
             before = await self._user_row(conn, actor, user_id)
             if before["is_superuser"]:
                 raise Conflict("the superuser cannot be deleted")
+            if before["role"] == "admin" and not before["disabled"]:
+                await _keep_an_admin(conn, before)
             await conn.execute(users.delete().where(users.c.id == user_id))
             await audit.record(conn, actor, "delete", "user", before["username"], before=before)
 
@@ -422,6 +583,13 @@ class IdentityService:
         """
         if actor.user_id is None:
             raise PermissionDenied("API keys belong to a user; log in as one to create a key")
+        if actor.api_key_id is not None:
+            # Otherwise a leaked key could mint keys that outlive its own revocation.
+            raise PermissionDenied("an API key cannot create API keys; log in with a password")
+        if actor.is_superuser and actor.tenant_id != DEFAULT_TENANT:
+            raise PermissionDenied(
+                "the superuser's keys live in its own tenant: create them without X-Roost-Tenant"
+            )
         try:
             key_role = Role.parse(role) if role else actor.role
         except ValueError as exc:
@@ -429,30 +597,45 @@ class IdentityService:
         if key_role > actor.role:
             raise PermissionDenied(f"a key cannot have more than your role ({actor.role.label})")
         now = self.clock()
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a UTC offset, e.g. 2030-01-01T00:00:00Z")
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at must be in the future")
         if not name.strip():
             raise InvalidInput("name must not be empty")
         key = apikeys.new_api_key(self.secret_key)
         row = {
-            "id": key.key_id, "user_id": actor.user_id, "name": name, "role": key_role.label,
-            "created_at": now, "expires_at": expires_at, "revoked_at": None, "last_used_at": None,
+            "id": key.key_id,
+            "user_id": actor.user_id,
+            "name": name,
+            "role": key_role.label,
+            "created_at": now,
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "last_used_at": None,
         }
         async with self.db.write() as conn:
-            await conn.execute(api_keys.insert().values(
-                **row, tenant_id=actor.tenant_id, secret_hash=key.secret_hash))
+            await conn.execute(
+                api_keys.insert().values(
+                    **row, tenant_id=actor.tenant_id, secret_hash=key.secret_hash
+                )
+            )
             await audit.record(conn, actor, "create", "api_key", key.key_id, after=row)
         return row, key.plaintext
 
     async def list_api_keys(self, actor: Actor, page: PageRequest) -> Page[dict[str, Any]]:
         """The caller's keys; an admin sees every key of the tenant."""
-        query = sa.select(*_KEY_COLUMNS, users.c.username).join(users, users.c.id == api_keys.c.user_id)
+        query = sa.select(*_KEY_COLUMNS, users.c.username).join(
+            users, users.c.id == api_keys.c.user_id
+        )
         query = query.where(api_keys.c.tenant_id == actor.tenant_id)
         if actor.role < Role.ADMIN:
             query = query.where(api_keys.c.user_id == actor.user_id)
         async with self.db.read() as conn:
             items, total = await fetch_page(
-                conn, query, order_by(api_keys, page.sort, ("id", "created_at", "name"), "created_at"),
+                conn,
+                query,
+                order_by(api_keys, page.sort, ("id", "created_at", "name"), "created_at"),
                 page,
             )
         return Page(items, total, page.limit, page.offset)
@@ -472,7 +655,39 @@ class IdentityService:
                 return before
             after = {**before, "revoked_at": self.clock()}
             await conn.execute(
-                api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=after["revoked_at"])
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(revoked_at=after["revoked_at"])
             )
             await audit.record(conn, actor, "revoke", "api_key", key_id, before=before, after=after)
         return after
+
+
+def _session_cutoff(now: datetime) -> datetime:
+    """The instant from which login tokens count as new.
+
+    Token issue times have whole seconds, so the cutoff is rounded down: a login in the same
+    second as the password change must keep working.
+    """
+    return now.replace(microsecond=0)
+
+
+async def _keep_an_admin(conn: AsyncConnection, leaving: dict[str, Any]) -> None:
+    """Refuse to remove the last enabled admin of a tenant (nobody could manage it after)."""
+    others = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(users)
+            .where(
+                users.c.tenant_id == leaving["tenant_id"],
+                users.c.role == "admin",
+                users.c.disabled.is_(False),
+                users.c.id != leaving["id"],
+            )
+        )
+    ).scalar_one()
+    if not others:
+        raise Conflict(
+            f"{leaving['username']!r} is the last admin of tenant {leaving['tenant_id']!r}; "
+            "make another user admin first"
+        )

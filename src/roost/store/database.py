@@ -8,7 +8,7 @@ lives in a backend (``store/sqlite.py``, ``store/postgres.py``) chosen by the UR
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,8 +47,8 @@ class Database(abc.ABC):
         try:
             async with self._engine().connect() as conn:
                 yield conn
-        except sa_exc.OperationalError as exc:
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise translate_database_error(exc, self.dialect) from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -56,15 +56,21 @@ class Database(abc.ABC):
         try:
             async with self._write_engine().begin() as conn:
                 yield conn
-        except sa_exc.IntegrityError as exc:
-            raise translate_integrity_error(exc) from exc
-        except sa_exc.OperationalError as exc:
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise translate_database_error(exc, self.dialect) from exc
 
     async def ping(self) -> None:
         """Raise Unavailable unless a trivial query succeeds."""
         async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+    @abc.abstractmethod
+    async def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Bring the planner's statistics up to date after a bulk load into ``tables``.
+
+        Without it PostgreSQL plans the next queries on those tables for the empty tables they
+        were before the load (seen: an export of 20k devices took 26 s instead of 1.7 s).
+        """
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -75,6 +81,28 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def sync_url(self) -> str:
         """A SQLAlchemy URL for this database using the async driver (for Alembic)."""
+
+
+# What the drivers raise that callers must never see raw: SQLAlchemy's wrappers of DB-API errors,
+# its pool timeout, and OS errors of a connection attempt (refused, unreachable).
+_DRIVER_ERRORS = (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError)
+
+
+def translate_database_error(exc: BaseException, dialect: str = "") -> Exception:
+    """Map a driver error onto the Roost error a client should see."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        return translate_integrity_error(exc)
+    if isinstance(exc, sa_exc.TimeoutError):
+        return Unavailable("the database is busy; retry shortly", retry_after=2)
+    if isinstance(exc, sa_exc.DBAPIError):
+        first_line = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        # SQLSTATE class 22 (PostgreSQL): a value that cannot be stored or compared, e.g. a NUL
+        # character or an out-of-range number that slipped past validation: the client's fault.
+        if isinstance(exc, sa_exc.DataError) or sqlstate.startswith("22"):
+            return InvalidInput(f"a value cannot be stored or compared: {first_line}")
+        return Unavailable(f"cannot reach the {dialect or 'configured'} database: {first_line}")
+    return Unavailable(f"cannot reach the {dialect or 'configured'} database: {exc}")
 
 
 def translate_integrity_error(exc: sa_exc.IntegrityError) -> Exception:
@@ -100,4 +128,6 @@ def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
         from roost.store.postgres import PostgresDatabase
 
         return PostgresDatabase(url)
-    raise ConfigError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://"
+    )

@@ -16,6 +16,8 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 50
 # A page is one response body: 1,000 rows keeps it under a megabyte for every resource.
 MAX_LIMIT = 1000
+# Far beyond any collection, and well inside the 64-bit OFFSET both databases accept.
+MAX_OFFSET = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +41,8 @@ class PageRequest:
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise InvalidInput("offset must be 0 or more")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}")
 
 
 def order_by(
@@ -49,11 +51,13 @@ def order_by(
     """ORDER BY for ``sort`` (``field`` or ``-field``), refusing fields not in ``allowed``."""
     spec = sort or default
     descending = spec.startswith("-")
-    name = spec.lstrip("-")
+    name = spec[1:] if descending else spec
     if name not in allowed:
         raise InvalidInput(f"cannot sort by {name!r}; sortable fields: {', '.join(allowed)}")
     column = table.c[name]
-    primary = column.desc() if descending else column.asc()
+    # Rows without a value (never seen, no release date) go last in both directions, the same
+    # on SQLite (nulls first by default) and PostgreSQL (nulls last ascending).
+    primary = (column.desc() if descending else column.asc()).nulls_last()
     # A unique tie-breaker keeps pages stable when many rows share the sort value.
     tie = table.c["id"]
     return [primary] if name == "id" else [primary, tie.desc() if descending else tie.asc()]
@@ -71,7 +75,7 @@ def text_match(columns: Iterable[sa.ColumnElement[Any]], q: str) -> sa.ColumnEle
 
 
 def as_dicts(result: sa.Result[Any]) -> list[dict[str, Any]]:
-    """Rows as plain dicts with ``str`` keys (SQLAlchemy's keys are a str subclass orjson refuses)."""
+    """Rows as plain dicts with ``str`` keys (SQLAlchemy's str subclass upsets orjson)."""
     keys = [str(key) for key in result.keys()]
     return [dict(zip(keys, row, strict=True)) for row in result]
 

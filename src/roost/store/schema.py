@@ -86,6 +86,8 @@ users = sa.Table(
     sa.Column("is_superuser", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("last_login_at", UTCDateTime(), nullable=True),
+    # Login tokens issued before this instant are refused: set by a password change or logout.
+    sa.Column("tokens_valid_after", UTCDateTime(), nullable=True),
     *_timestamps(),
     sa.Index(None, "tenant_id"),
 )
@@ -95,8 +97,9 @@ api_keys = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     _tenant_fk(),
-    sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column(
+        "user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("secret_hash", sa.String(128), nullable=False),
@@ -184,7 +187,9 @@ firmware = sa.Table(
     sa.Column("released_at", UTCDateTime(), nullable=True),
     *_timestamps(),
     sa.PrimaryKeyConstraint("tenant_id", "id"),
-    sa.ForeignKeyConstraint(["tenant_id", "model_id"], ["device_models.tenant_id", "device_models.id"]),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["device_models.tenant_id", "device_models.id"]
+    ),
     sa.Index(None, "tenant_id", "model_id"),
 )
 
@@ -218,7 +223,9 @@ devices = sa.Table(
     sa.Column("last_seen_at", UTCDateTime(), nullable=True),
     *_timestamps(),
     sa.UniqueConstraint("tenant_id", "id"),
-    sa.ForeignKeyConstraint(["tenant_id", "model_id"], ["device_models.tenant_id", "device_models.id"]),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "model_id"], ["device_models.tenant_id", "device_models.id"]
+    ),
     sa.ForeignKeyConstraint(["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"]),
     sa.ForeignKeyConstraint(["tenant_id", "firmware_id"], ["firmware.tenant_id", "firmware.id"]),
     sa.ForeignKeyConstraint(["tenant_id", "customer_id"], ["customers.tenant_id", "customers.id"]),
@@ -231,8 +238,9 @@ devices = sa.Table(
 device_tags = sa.Table(
     "device_tags",
     metadata,
-    sa.Column("device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column(
+        "device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("key", sa.String(128), nullable=False),
     sa.Column("value", sa.String(256), nullable=False),
     sa.PrimaryKeyConstraint("device_pk", "key"),
@@ -244,8 +252,9 @@ group_members = sa.Table(
     metadata,
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("group_id", sa.String(128), nullable=False),
-    sa.Column("device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column(
+        "device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("added_at", UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint("tenant_id", "group_id", "device_pk"),
     sa.ForeignKeyConstraint(
@@ -257,8 +266,9 @@ group_members = sa.Table(
 components = sa.Table(
     "components",
     metadata,
-    sa.Column("device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column(
+        "device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("id", sa.String(128), nullable=False),
     sa.Column("parent_id", sa.String(128), nullable=True),
     sa.Column("name", sa.String(200), nullable=False),
@@ -280,8 +290,9 @@ sensors = sa.Table(
     "sensors",
     metadata,
     sa.Column("pk", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"),
-              nullable=False),
+    sa.Column(
+        "device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("id", sa.String(128), nullable=False),
     sa.Column("path", sa.String(500), nullable=False, server_default=""),
     sa.Column("name", sa.String(200), nullable=False, server_default=""),

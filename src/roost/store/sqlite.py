@@ -8,6 +8,7 @@ runs each connection in its own thread, so the event loop never waits on disk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ class SQLiteDatabase(Database):
     def _write_engine(self) -> AsyncEngine:
         return self._writer
 
+    async def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Let SQLite gather the statistics it judges useful (cheap when nothing is needed)."""
+        async with self.write() as conn:
+            await conn.execute(sa.text("PRAGMA optimize"))
+
     def sync_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.path}"
 
@@ -62,13 +68,19 @@ def _path_from_url(url: str) -> str:
     return rest or ":memory:"
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure(engine: AsyncEngine, synchronous: str, *, immediate: bool) -> None:
     """Set pragmas on every new connection and take over transaction start from pysqlite."""
 
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN itself.
-        dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_conn.isolation_level = None
+        # SQLite's lower() folds ASCII only; text search must fold "ÉCOLE" like PostgreSQL does.
+        dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")

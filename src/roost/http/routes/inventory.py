@@ -1,6 +1,5 @@
 """CRUD routes for customers, sites, manufacturers, device models, firmware and groups."""
 
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
@@ -12,66 +11,128 @@ from roost.http.deps import ActorDep, RoostDep
 
 
 def crud_router(
-    kind: str, path: str, tag: str, create: type[BaseModel], patch: type[BaseModel],
-    out: type[BaseModel], list_params: type[p.ListParams],
+    kind: str,
+    path: str,
+    tag: str,
+    create: type[BaseModel],
+    patch: type[BaseModel],
+    out: type[BaseModel],
+    list_params: type[p.ListParams],
 ) -> APIRouter:
     """List/create/get/patch/delete routes for one inventory kind."""
     router = APIRouter(prefix=f"/{path}", tags=[tag])
     label = kind.replace("_", " ")
 
     async def list_items(
-        roost: RoostDep, actor: ActorDep, query: Annotated[list_params, Query()]  # type: ignore[valid-type]
+        roost: RoostDep,
+        actor: ActorDep,
+        query: Annotated[list_params, Query()],  # type: ignore[valid-type]
     ) -> Any:
-        return await roost.inventory.list(actor, kind, query.page(), query.filters(), query.q)
+        params: p.ListParams = query
+        return await roost.inventory.list(actor, kind, params.page(), params.filters(), params.q)
 
     async def create_item(roost: RoostDep, actor: ActorDep, body: create) -> Any:  # type: ignore[valid-type]
-        return await roost.inventory.create(actor, kind, body.model_dump(exclude_unset=True))
+        data: BaseModel = body
+        return await roost.inventory.create(actor, kind, data.model_dump(exclude_unset=True))
 
     async def get_item(roost: RoostDep, actor: ActorDep, item_id: str) -> Any:
         return await roost.inventory.get(actor, kind, item_id)
 
     async def patch_item(roost: RoostDep, actor: ActorDep, item_id: str, body: patch) -> Any:  # type: ignore[valid-type]
-        return await roost.inventory.update(actor, kind, item_id, body.model_dump(exclude_unset=True))
+        changes: BaseModel = body
+        return await roost.inventory.update(
+            actor, kind, item_id, changes.model_dump(exclude_unset=True)
+        )
 
     async def delete_item(roost: RoostDep, actor: ActorDep, item_id: str) -> Response:
         await roost.inventory.delete(actor, kind, item_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     router.add_api_route(
-        "", list_items, methods=["GET"], response_model=s.Page[out],  # type: ignore[valid-type]
-        operation_id=f"list_{kind}s", summary=f"List {label}s (paginated, filterable, sortable)",
+        "",
+        list_items,
+        methods=["GET"],
+        response_model=s.Page[out],  # type: ignore[valid-type]
+        operation_id=f"list_{kind}s",
+        summary=f"List {label}s (paginated, filterable, sortable)",
     )
     router.add_api_route(
-        "", create_item, methods=["POST"], response_model=out, status_code=201,
-        operation_id=f"create_{kind}", summary=f"Create a {label}",
+        "",
+        create_item,
+        methods=["POST"],
+        response_model=out,
+        status_code=201,
+        operation_id=f"create_{kind}",
+        summary=f"Create a {label}",
         responses={409: {"model": s.Problem}, 422: {"model": s.Problem}},
     )
     router.add_api_route(
-        "/{item_id}", get_item, methods=["GET"], response_model=out,
-        operation_id=f"get_{kind}", summary=f"Get a {label}", responses={404: {"model": s.Problem}},
+        "/{item_id}",
+        get_item,
+        methods=["GET"],
+        response_model=out,
+        operation_id=f"get_{kind}",
+        summary=f"Get a {label}",
+        responses={404: {"model": s.Problem}},
     )
     router.add_api_route(
-        "/{item_id}", patch_item, methods=["PATCH"], response_model=out,
-        operation_id=f"update_{kind}", summary=f"Change some fields of a {label}",
+        "/{item_id}",
+        patch_item,
+        methods=["PATCH"],
+        response_model=out,
+        operation_id=f"update_{kind}",
+        summary=f"Change some fields of a {label}",
         responses={404: {"model": s.Problem}, 422: {"model": s.Problem}},
     )
     router.add_api_route(
-        "/{item_id}", delete_item, methods=["DELETE"], status_code=204,
-        operation_id=f"delete_{kind}", summary=f"Delete a {label}",
+        "/{item_id}",
+        delete_item,
+        methods=["DELETE"],
+        status_code=204,
+        operation_id=f"delete_{kind}",
+        summary=f"Delete a {label}",
         responses={404: {"model": s.Problem}, 409: {"model": s.Problem}},
     )
     return router
 
 
 ROUTERS = [
-    crud_router("customer", "customers", "inventory", s.CustomerIn, s.CustomerPatch, s.CustomerOut,
-                p.CustomerParams),
+    crud_router(
+        "customer",
+        "customers",
+        "inventory",
+        s.CustomerIn,
+        s.CustomerPatch,
+        s.CustomerOut,
+        p.CustomerParams,
+    ),
     crud_router("site", "sites", "inventory", s.SiteIn, s.SitePatch, s.SiteOut, p.SiteParams),
-    crud_router("manufacturer", "manufacturers", "inventory", s.ManufacturerIn, s.ManufacturerPatch,
-                s.ManufacturerOut, p.ManufacturerParams),
-    crud_router("device_model", "device-models", "inventory", s.DeviceModelIn, s.DeviceModelPatch,
-                s.DeviceModelOut, p.DeviceModelParams),
-    crud_router("firmware", "firmware", "inventory", s.FirmwareIn, s.FirmwarePatch, s.FirmwareOut,
-                p.FirmwareParams),
+    crud_router(
+        "manufacturer",
+        "manufacturers",
+        "inventory",
+        s.ManufacturerIn,
+        s.ManufacturerPatch,
+        s.ManufacturerOut,
+        p.ManufacturerParams,
+    ),
+    crud_router(
+        "device_model",
+        "device-models",
+        "inventory",
+        s.DeviceModelIn,
+        s.DeviceModelPatch,
+        s.DeviceModelOut,
+        p.DeviceModelParams,
+    ),
+    crud_router(
+        "firmware",
+        "firmware",
+        "inventory",
+        s.FirmwareIn,
+        s.FirmwarePatch,
+        s.FirmwareOut,
+        p.FirmwareParams,
+    ),
     crud_router("group", "groups", "groups", s.GroupIn, s.GroupPatch, s.GroupOut, p.GroupParams),
 ]

@@ -18,14 +18,22 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", operation_id="readyz", summary="The store is reachable",
-            responses={503: {"description": "A dependency is down"}})
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    summary="The store is reachable",
+    responses={503: {"description": "A dependency is down"}},
+)
 async def readyz(roost: RoostDep) -> dict[str, Any]:
     await roost.db.ping()
     return {"status": "ready", "store": roost.db.dialect}
 
 
-@router.get("/metrics", operation_id="metrics", summary="Prometheus metrics (text format)",
-            response_class=Response)
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics (text format)",
+    response_class=Response,
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
