@@ -186,8 +186,10 @@ def _forge(user: int, key: str = SECRET_KEY, **overrides: Any) -> str:
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=5)).timestamp()),
         "jti": secrets.token_urlsafe(8),
+        "sev": 0,
     }
     claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -214,6 +216,9 @@ BAD_CREDENTIALS = {
     "unsigned": (lambda uid: "Bearer " + _unsigned(uid), "invalid token"),
     "other-tenant": (lambda uid: "Bearer " + _forge(uid, tid="elsewhere"), "no longer valid"),
     "unknown-user": (lambda uid: "Bearer " + _forge(987654), "no longer valid"),
+    # The superuser is in session epoch 0: a token of another epoch is from an ended session.
+    "other-session-epoch": (lambda uid: "Bearer " + _forge(uid, sev=7), "logged out"),
+    "no-session-epoch": (lambda uid: "Bearer " + _forge(uid, sev=None), "invalid token"),
     "garbage": (lambda uid: "Bearer not-a-token", "invalid token"),
     "malformed-api-key": (lambda uid: "Bearer roost_nosecret", "malformed API key"),
     "unknown-api-key": (lambda uid: "Bearer roost_000000000000_" + "x" * 43, "invalid API key"),

@@ -33,6 +33,7 @@ def claims(**overrides: object) -> dict[str, object]:
         "tid": "acme",
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=5)).timestamp()),
+        "sev": 0,
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
@@ -108,6 +109,8 @@ def test_token_of_another_key_is_refused() -> None:
         ({"tid": None}, "tid"),
         ({"exp": None}, "exp"),
         ({"sub": "not-a-number"}, "subject"),
+        ({"sev": None}, "sev"),
+        ({"sev": "0"}, "session epoch"),
     ],
     ids=[
         "wrong-audience",
@@ -117,6 +120,8 @@ def test_token_of_another_key_is_refused() -> None:
         "no-tenant",
         "no-expiry",
         "bad-subject",
+        "no-session-epoch",
+        "text-session-epoch",
     ],
 )
 def test_token_with_wrong_or_missing_claims_is_refused(

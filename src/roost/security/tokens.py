@@ -27,6 +27,7 @@ class UserClaims:
     tenant_id: str
     issued_at: datetime
     expires_at: datetime
+    session_epoch: int = 0
 
 
 def new_secret_key() -> str:
@@ -35,9 +36,14 @@ def new_secret_key() -> str:
 
 
 def issue_user_token(
-    secret: str, user_id: int, tenant_id: str, ttl_s: int, now: datetime | None = None
+    secret: str,
+    user_id: int,
+    tenant_id: str,
+    ttl_s: int,
+    now: datetime | None = None,
+    session_epoch: int = 0,
 ) -> tuple[str, datetime]:
-    """Sign a token for a user; answer the token and its expiry."""
+    """Sign a token for a user in its current session epoch; answer the token and its expiry."""
     now = now or datetime.now(UTC)
     issued = now.replace(microsecond=0)
     # Whole seconds in the claims: round the expiry up, so a token lives at least ttl_s seconds
@@ -51,6 +57,7 @@ def issue_user_token(
         "iat": int(issued.timestamp()),
         "exp": int(expires.timestamp()),
         "jti": secrets.token_urlsafe(8),
+        "sev": session_epoch,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
 
@@ -64,7 +71,7 @@ def verify_user_token(secret: str, token: str) -> UserClaims:
             algorithms=[ALGORITHM],
             audience=USER_AUDIENCE,
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "tid"]},
+            options={"require": ["exp", "iat", "sub", "tid", "sev"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationFailed("token expired") from exc
@@ -72,11 +79,15 @@ def verify_user_token(secret: str, token: str) -> UserClaims:
         raise AuthenticationFailed(f"invalid token: {exc}") from exc
     try:
         user_id = int(claims["sub"])
+        epoch = claims["sev"]
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise TypeError("sev")
     except (TypeError, ValueError) as exc:
-        raise AuthenticationFailed("invalid token: bad subject") from exc
+        raise AuthenticationFailed("invalid token: bad subject or session epoch") from exc
     return UserClaims(
         user_id=user_id,
         tenant_id=str(claims["tid"]),
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        session_epoch=epoch,
     )

@@ -76,8 +76,7 @@ class LoginResult:
 
 
 def _user_out(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k != "password_hash"}
-    out["role"] = out["role"]
+    out = {k: v for k, v in row.items() if k not in {"password_hash", "session_epoch"}}
     return out
 
 
@@ -178,7 +177,12 @@ class IdentityService:
                 users.update().where(users.c.id == row["id"]).values(last_login_at=now)
             )
         token, expires = issue_user_token(
-            self.secret_key, row["id"], row["tenant_id"], self.settings.token_ttl_s, now=now
+            self.secret_key,
+            row["id"],
+            row["tenant_id"],
+            self.settings.token_ttl_s,
+            now=now,
+            session_epoch=row["session_epoch"],
         )
         row["last_login_at"] = now
         return LoginResult(token, expires, _user_out(row))
@@ -191,13 +195,13 @@ class IdentityService:
         async with self.db.read() as conn:
             row = await fetch_one(
                 conn,
-                sa.select(*_USER_COLUMNS, users.c.tokens_valid_after).where(
+                sa.select(*_USER_COLUMNS, users.c.session_epoch).where(
                     users.c.id == claims.user_id
                 ),
             )
         if row is None or row["disabled"] or row["tenant_id"] != claims.tenant_id:
             raise AuthenticationFailed("token no longer valid: the user was removed or disabled")
-        if row["tokens_valid_after"] is not None and claims.issued_at < row["tokens_valid_after"]:
+        if claims.session_epoch != row["session_epoch"]:
             raise AuthenticationFailed(
                 "token no longer valid: the password changed or the user logged out"
             )
@@ -217,7 +221,7 @@ class IdentityService:
             await conn.execute(
                 users.update()
                 .where(users.c.id == actor.user_id)
-                .values(tokens_valid_after=_session_cutoff(self.clock()))
+                .values(session_epoch=users.c.session_epoch + 1)
             )
 
     async def _authenticate_api_key(self, credential: str) -> Actor:
@@ -507,10 +511,10 @@ class IdentityService:
                 check_password_rule(changes["password"])
                 values["password_hash"] = await hash_password_async(changes["password"])
                 # Sessions opened with the old password end; the caller logs in again.
-                values["tokens_valid_after"] = _session_cutoff(self.clock())
+                values["session_epoch"] = users.c.session_epoch + 1
             values["updated_at"] = self.clock()
             await conn.execute(users.update().where(users.c.id == user_id).values(**values))
-            after = {**before, **values}
+            after = {**before, **{k: v for k, v in values.items() if k != "session_epoch"}}
             if "password_hash" in values:
                 after["password_changed"] = True
             await audit.record(
@@ -543,7 +547,7 @@ class IdentityService:
                     raise PermissionDenied("only the superuser may change the superuser's password")
             values = {
                 "password_hash": await hash_password_async(password),
-                "tokens_valid_after": _session_cutoff(self.clock()),
+                "session_epoch": users.c.session_epoch + 1,
                 "updated_at": self.clock(),
             }
             await conn.execute(users.update().where(users.c.id == before["id"]).values(**values))
@@ -661,15 +665,6 @@ class IdentityService:
             )
             await audit.record(conn, actor, "revoke", "api_key", key_id, before=before, after=after)
         return after
-
-
-def _session_cutoff(now: datetime) -> datetime:
-    """The instant from which login tokens count as new.
-
-    Token issue times have whole seconds, so the cutoff is rounded down: a login in the same
-    second as the password change must keep working.
-    """
-    return now.replace(microsecond=0)
 
 
 async def _keep_an_admin(conn: AsyncConnection, leaving: dict[str, Any]) -> None:

@@ -86,8 +86,9 @@ users = sa.Table(
     sa.Column("is_superuser", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("last_login_at", UTCDateTime(), nullable=True),
-    # Login tokens issued before this instant are refused: set by a password change or logout.
-    sa.Column("tokens_valid_after", UTCDateTime(), nullable=True),
+    # Login tokens carry the epoch they were issued in; a password change or a logout moves the
+    # user to the next epoch, and every older token is refused.
+    sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
     *_timestamps(),
     sa.Index(None, "tenant_id"),
 )

@@ -138,7 +138,7 @@ def upgrade() -> None:
         sa.Column("is_superuser", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("disabled", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("last_login_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("tokens_valid_after", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("session_epoch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
         sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
