@@ -48,6 +48,8 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every migration step at INFO; Roost logs the one line that matters.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     roost = Roost.build(settings)
 
     async def run() -> None:
