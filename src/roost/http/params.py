@@ -11,21 +11,16 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from roost.http.schemas import contains_nul
+from roost.services.devices import DeviceQuery, parse_tag_filter
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
 PAGING = {"limit", "offset", "sort", "q"}
 
 
-class PageParams(BaseModel):
-    """Paging and sorting, shared by every collection."""
+class QueryParams(BaseModel):
+    """A query string: unknown parameters and NUL characters are refused."""
 
     model_config = ConfigDict(extra="forbid")
-
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page")
-    offset: int = Field(0, ge=0, description="Items to skip")
-    sort: str | None = Field(
-        None, max_length=64, description="Field to sort by; -field for descending"
-    )
 
     @field_validator("*")
     @classmethod
@@ -34,6 +29,16 @@ class PageParams(BaseModel):
         if contains_nul(value):
             raise ValueError("must not contain NUL (\\u0000) characters")
         return value
+
+
+class PageParams(QueryParams):
+    """Paging and sorting, shared by every collection."""
+
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page")
+    offset: int = Field(0, ge=0, description="Items to skip")
+    sort: str | None = Field(
+        None, max_length=64, description="Field to sort by; -field for descending"
+    )
 
     def page(self) -> PageRequest:
         """The paging part."""
@@ -80,7 +85,9 @@ class GroupParams(ListParams):
     pass
 
 
-class DeviceParams(ListParams):
+class DeviceFilters(QueryParams):
+    """Which devices: the filters of the device list, export and group membership."""
+
     site_id: str | None = None
     model_id: str | None = None
     firmware_id: str | None = None
@@ -89,6 +96,24 @@ class DeviceParams(ListParams):
     tag: list[str] = Field(
         default_factory=list, description="key:value, or key for 'has tag'; repeatable"
     )
+    q: str | None = Field(None, max_length=200, description="Case-insensitive text search")
+
+    def device_query(self, **overrides: Any) -> DeviceQuery:
+        """The service's device filter."""
+        values = {
+            "site_id": self.site_id,
+            "model_id": self.model_id,
+            "firmware_id": self.firmware_id,
+            "customer_id": self.customer_id,
+            "group": self.group,
+            "tags": tuple(parse_tag_filter(t) for t in self.tag),
+            "q": self.q,
+        }
+        return DeviceQuery(**{**values, **overrides})
+
+
+class DeviceParams(DeviceFilters, ListParams):
+    """A page of devices."""
 
 
 class SensorParams(ListParams):

@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from roost.domain.access import Actor, Role
 from roost.domain.ids import SLUG_RULE, is_sensor_path, is_slug, normalise_mac
 from roost.errors import InvalidInput, RoostError, ValidationFailed
-from roost.services import audit
 from roost.services.devices import (
     COMPONENT_FIELDS,
     DEVICE_FIELDS,
@@ -888,35 +887,11 @@ async def _write(service: DeviceService, conn: AsyncConnection, actor: Actor, st
         if step.changes:
             await service.update_in(conn, actor, row.id, step.changes)
         if step.join and step.pk is not None:
-            await _join_groups(service, conn, actor, row.id, step.pk, step.join)
+            await service.join_groups_in(conn, actor, row.id, step.pk, step.join)
     for sensor in step.sensors:
         await service.create_sensor_in(conn, actor, row.id, sensor)
     for component in step.components:
         await service.create_component_in(conn, actor, row.id, component)
-
-
-async def _join_groups(
-    service: DeviceService,
-    conn: AsyncConnection,
-    actor: Actor,
-    device_id: str,
-    pk: int,
-    group_ids: list[str],
-) -> None:
-    """Add an existing device to static groups, with the audit entries add_to_group writes."""
-    now = service.clock()
-    for group_id in group_ids:
-        # DeviceService has no in-transaction add_to_group yet; this is the helper it uses.
-        if await service._add_member(conn, actor.tenant_id, group_id, pk, now):
-            await audit.record(
-                conn,
-                actor,
-                "add",
-                "group_member",
-                f"{group_id}/{device_id}",
-                after={"group_id": group_id},
-                device_id=device_id,
-            )
 
 
 def _index_of(row: _Row, component_id: str, items: Sequence[Mapping[str, Any]]) -> int:

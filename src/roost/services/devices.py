@@ -552,7 +552,6 @@ class DeviceService:
         if not wanted:
             raise InvalidInput("device_ids must name at least one device")
         added = []
-        now = self.clock()
         async with self.db.write() as conn:
             await self._group(conn, actor.tenant_id, group_id)
             found = dict(
@@ -574,18 +573,39 @@ class DeviceService:
                     ],
                 )
             for device_id in wanted:
-                if await self._add_member(conn, actor.tenant_id, group_id, found[device_id], now):
-                    added.append(device_id)
-                    await audit.record(
-                        conn,
-                        actor,
-                        "add",
-                        "group_member",
-                        f"{group_id}/{device_id}",
-                        after={"group_id": group_id},
-                        device_id=device_id,
-                    )
+                joined = await self.join_groups_in(
+                    conn, actor, device_id, found[device_id], [group_id]
+                )
+                added += [device_id] if joined else []
         return added
+
+    async def join_groups_in(
+        self,
+        conn: AsyncConnection,
+        actor: Actor,
+        device_id: str,
+        device_pk: int,
+        group_ids: Iterable[str],
+    ) -> builtins.list[str]:
+        """Add a device to static groups inside the caller's transaction, with audit entries.
+
+        Answers the groups it was not a member of before.
+        """
+        joined = []
+        now = self.clock()
+        for group_id in group_ids:
+            if await self._add_member(conn, actor.tenant_id, group_id, device_pk, now):
+                joined.append(group_id)
+                await audit.record(
+                    conn,
+                    actor,
+                    "add",
+                    "group_member",
+                    f"{group_id}/{device_id}",
+                    after={"group_id": group_id},
+                    device_id=device_id,
+                )
+        return joined
 
     async def remove_from_group(self, actor: Actor, group_id: str, device_id: str) -> None:
         """Take a device out of a static group (404 if it was not a member)."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from roost.http import params as p
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, RoostDep
 from roost.services import bulk
-from roost.services.devices import DeviceQuery, parse_tag_filter
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -63,31 +63,12 @@ def _import_body_schema() -> dict[str, Any]:
     }
 
 
-class ExportParams(BaseModel):
+class ExportParams(p.DeviceFilters):
     """Which devices to export, and in which format."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format: Literal["csv", "json"] = Field(
         "csv", description="csv, or json with sensors and components"
     )
-    site_id: str | None = None
-    model_id: str | None = None
-    firmware_id: str | None = None
-    customer_id: str | None = None
-    group: str | None = Field(None, description="Members of this group (static or dynamic)")
-    tag: list[str] = Field(
-        default_factory=list, description="key:value, or key for 'has tag'; repeatable"
-    )
-    q: str | None = Field(None, max_length=200, description="Case-insensitive text search")
-
-    @field_validator("*")
-    @classmethod
-    def _refuse_nul(cls, value: Any) -> Any:
-        # PostgreSQL cannot compare text holding NUL; refuse it on every backend alike.
-        if s.contains_nul(value):
-            raise ValueError("must not contain NUL (\\u0000) characters")
-        return value
 
 
 def _import_format(request: Request, fmt: str | None) -> str:
@@ -166,15 +147,7 @@ async def import_devices(
 async def export_devices(
     roost: RoostDep, actor: ActorDep, params: Annotated[ExportParams, Query()]
 ) -> Response:
-    query = DeviceQuery(
-        site_id=params.site_id,
-        model_id=params.model_id,
-        firmware_id=params.firmware_id,
-        customer_id=params.customer_id,
-        group=params.group,
-        tags=tuple(parse_tag_filter(t) for t in params.tag),
-        q=params.q,
-    )
+    query = params.device_query()
     content = await bulk.export_devices(roost.devices, actor, query, params.format)
     return Response(
         content,

@@ -11,7 +11,6 @@ from roost.http import params as p
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, RoostDep
 from roost.services.audit import AuditQuery
-from roost.services.devices import DeviceQuery, parse_tag_filter
 from roost.store.queries import Page
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -24,19 +23,6 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def device_query(params: p.DeviceParams) -> DeviceQuery:
-    """The service's device filter from the query string."""
-    return DeviceQuery(
-        site_id=params.site_id,
-        model_id=params.model_id,
-        firmware_id=params.firmware_id,
-        customer_id=params.customer_id,
-        group=params.group,
-        tags=tuple(parse_tag_filter(t) for t in params.tag),
-        q=params.q,
-    )
-
-
 @router.get(
     "",
     response_model=s.Page[s.DeviceOut],
@@ -46,7 +32,7 @@ def device_query(params: p.DeviceParams) -> DeviceQuery:
 async def list_devices(
     roost: RoostDep, actor: ActorDep, query: Annotated[p.DeviceParams, Query()]
 ) -> Page[dict[str, Any]]:
-    return await roost.devices.list(actor, device_query(query), query.page())
+    return await roost.devices.list(actor, query.device_query(), query.page())
 
 
 @router.post(
@@ -278,8 +264,7 @@ async def delete_component(
 async def list_group_devices(
     roost: RoostDep, actor: ActorDep, group_id: str, query: Annotated[p.DeviceParams, Query()]
 ) -> Page[dict[str, Any]]:
-    params = query.model_copy(update={"group": group_id})
-    return await roost.devices.list(actor, device_query(params), query.page())
+    return await roost.devices.list(actor, query.device_query(group=group_id), query.page())
 
 
 @groups_router.post(
