@@ -304,6 +304,24 @@ sensors = sa.Table(
     sa.UniqueConstraint("device_pk", "id"),
 )
 
+device_tokens = sa.Table(
+    "device_tokens",
+    metadata,
+    # The token's JWT id: a token names its row, so revoking it needs no lookup by secret.
+    sa.Column("id", sa.String(32), primary_key=True),
+    _tenant_fk(),
+    sa.Column(
+        "device_pk", sa.Integer(), sa.ForeignKey("devices.pk", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "device_pk"),
+    sa.Index(None, "revoked_at"),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

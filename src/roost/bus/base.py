@@ -1,0 +1,120 @@
+"""The bus port.
+
+Two kinds of traffic cross it:
+
+* **Notifications** (:meth:`Bus.publish` / :meth:`Bus.subscribe`): fan-out, at most once, nothing
+  kept. Live streams of committed telemetry, cache invalidation (a sensor changed, a token was
+  revoked), commands for the gateway that holds a device's connection. A subscriber that is not
+  listening misses the message, and that is fine for these uses.
+* **Streams** (:meth:`Bus.stream_publish` / :meth:`Bus.stream_consume`): a durable work queue, at
+  least once. In scale mode a gateway publishes each ingest batch and acknowledges the device only
+  when the stream has it durably; writers consume, commit to PostgreSQL, then acknowledge. A handler
+  that raises gets its messages again.
+
+Subjects are dot-separated tokens (``roost.telemetry.default``). Subscriptions may use NATS
+wildcards: ``*`` matches one token, ``>`` (last) one or more. Backends: ``memory://`` (in-process;
+its streams live in memory only, because embedded mode commits ingest to SQLite directly) and
+``nats://host:port`` (NATS core for notifications, JetStream for streams). The contract suite
+``tests/bus/test_bus_contract.py`` runs against both.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+NotificationHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One message delivered from a stream."""
+
+    subject: str
+    data: bytes
+    sequence: int  # the stream's sequence number (grows; redeliveries keep it)
+    redelivered: bool = False
+
+
+StreamHandler = Callable[[Sequence[StreamMessage]], Awaitable[None]]
+
+
+class Subscription(abc.ABC):
+    """A live subscription or consumer; stop it to stop deliveries."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving (messages in flight are finished or left for redelivery)."""
+
+
+class Bus(abc.ABC):
+    """Notifications and durable streams between Roost's parts."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect (and for streams, make sure they exist)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Drain and disconnect."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise roost.errors.Unavailable unless the bus answers."""
+
+    # -- notifications -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Send a notification to every current subscriber of a matching subject."""
+
+    @abc.abstractmethod
+    async def subscribe(self, subject: str, handler: NotificationHandler) -> Subscription:
+        """Call ``handler(subject, data)`` for each notification matching ``subject``."""
+
+    # -- durable streams ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def stream_publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> int:
+        """Append to the stream that holds ``subject``; return its sequence once it is durable.
+
+        A ``msg_id`` seen again within the de-duplication window is stored once (the original
+        sequence is answered). Raises roost.errors.Unavailable when the stream cannot take it.
+        """
+
+    @abc.abstractmethod
+    async def stream_consume(
+        self,
+        subject: str,
+        durable: str,
+        handler: StreamHandler,
+        *,
+        batch: int = 100,
+        max_wait_s: float = 0.005,
+    ) -> Subscription:
+        """Deliver the stream's messages on ``subject`` to ``handler`` in batches (up to ``batch``
+        messages, or what arrived within ``max_wait_s``), in order, resuming where the durable
+        consumer ``durable`` left off. The batch is acknowledged when the handler returns and
+        delivered again when it raises. Several consumers with the same ``durable`` share the work.
+        """
+
+
+def open_bus(url: str) -> Bus:
+    """The backend named by the URL's scheme: ``memory://`` or ``nats://host:port``."""
+    from roost.errors import ConfigError
+
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from roost.bus.memory import MemoryBus
+
+        return MemoryBus()
+    if scheme in {"nats", "tls"}:
+        try:
+            from roost.bus.nats import NatsBus
+        except ImportError as exc:  # nats-py is an optional dependency
+            raise ConfigError(
+                "the NATS bus needs nats-py: install it with: pip install 'roost[nats]'"
+            ) from exc
+        return NatsBus(url)
+    raise ConfigError(f"unsupported bus URL scheme {scheme!r}: use memory:// or nats://host:port")

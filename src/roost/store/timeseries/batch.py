@@ -1,0 +1,329 @@
+"""The ingest batch: points and events of one commit, packed into one blob.
+
+A batch is what the writer commits as one row of the ingest log, what travels over NATS JetStream
+in scale mode, and what consumer groups read back by offset. Packing a few thousand points into one
+blob and inserting it as one row is what lets ingest run well past the per-row ceiling of the
+database (DESIGN.md §4: ~870k rows/s for SQLite executemany; a packed batch of 5,000 points is one
+row). Compaction later turns log rows into per-series blocks (``store/timeseries/blocks.py``).
+
+Layout (little-endian)::
+
+    magic  b"RTB1"
+    u32    points, events, len(texts), len(events json), len(msg ids json)
+    i64[n] series   sensor pk of each point
+    i64[n] ts       device time, ns since the epoch
+    i64[n] recv     receive time, ns since the epoch
+    i64[n] slot     the value: float64 bits (double), int64 (long), 0/1 (boolean), or the index
+                    into ``texts`` (string, json)
+    u8[n]  kind     KIND_* of each point
+    texts  JSON array of strings (string values, and json values as JSON text)
+    events JSON array of [device_pk, ts, recv, type, body] (body: the event as JSON text)
+    msgids JSON array of [device_pk, msg_id] (resend de-duplication)
+
+The item at position ``i`` of a batch whose log row starts at offset ``o`` has offset ``o + i``;
+points come first, then events.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+KIND_DOUBLE = 0
+KIND_LONG = 1
+KIND_BOOLEAN = 2
+KIND_STRING = 3
+KIND_JSON = 4
+KIND_BY_TYPE = {
+    "double": KIND_DOUBLE,
+    "long": KIND_LONG,
+    "boolean": KIND_BOOLEAN,
+    "string": KIND_STRING,
+    "json": KIND_JSON,
+}
+TYPE_BY_KIND = {kind: name for name, kind in KIND_BY_TYPE.items()}
+
+MAGIC = b"RTB1"
+_HEADER = struct.Struct("<4sIIIII")
+
+I64Array = npt.NDArray[np.int64]
+U8Array = npt.NDArray[np.uint8]
+F64Array = npt.NDArray[np.float64]
+
+
+class BatchFormatError(ValueError):
+    """A blob is not a batch of this format."""
+
+
+@dataclass(slots=True)
+class Event:
+    """One event document of a device."""
+
+    device_pk: int
+    ts: int
+    recv: int
+    type: str
+    body: str  # the whole event as JSON text
+
+
+class BatchBuilder:
+    """Collects the points and events of one commit in plain lists (cheap to append to).
+
+    The hot path appends one point with :meth:`add_point`; :meth:`mark` and :meth:`rollback` undo
+    the points of a message that turned out to be bad half-way, so a message is taken whole or
+    not at all.
+    """
+
+    __slots__ = ("_all_double", "events", "kinds", "msg_ids", "recv", "series", "ts", "values")
+
+    def __init__(self) -> None:
+        self.series: list[int] = []
+        self.ts: list[int] = []
+        self.recv: list[int] = []
+        self.kinds: list[int] = []
+        self.values: list[Any] = []
+        self.events: list[Event] = []
+        self.msg_ids: list[tuple[int, str]] = []
+        self._all_double = True
+
+    def __len__(self) -> int:
+        return len(self.series) + len(self.events)
+
+    @property
+    def points(self) -> int:
+        """How many points the batch holds."""
+        return len(self.series)
+
+    def add_point(self, series: int, ts: int, recv: int, kind: int, value: Any) -> None:
+        """Append one point: a float for double, int for long, bool, str for string and json."""
+        self.series.append(series)
+        self.ts.append(ts)
+        self.recv.append(recv)
+        self.kinds.append(kind)
+        self.values.append(value)
+        if kind:
+            self._all_double = False
+
+    def add_event(self, event: Event) -> None:
+        """Append one event."""
+        self.events.append(event)
+
+    def mark(self) -> tuple[int, int, int]:
+        """A position to roll back to."""
+        return len(self.series), len(self.events), len(self.msg_ids)
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        """Forget everything appended since ``mark``."""
+        points, events, msg_ids = mark
+        for column in (self.series, self.ts, self.recv, self.kinds, self.values):
+            del column[points:]
+        del self.events[events:]
+        del self.msg_ids[msg_ids:]
+
+    def extend(self, other: BatchBuilder) -> None:
+        """Append everything of another builder."""
+        self.series += other.series
+        self.ts += other.ts
+        self.recv += other.recv
+        self.kinds += other.kinds
+        self.values += other.values
+        self.events += other.events
+        self.msg_ids += other.msg_ids
+        self._all_double = self._all_double and other._all_double
+
+    def encode(self) -> bytes:
+        """Pack the batch into one blob."""
+        n = len(self.series)
+        texts: list[str] = []
+        if self._all_double:
+            slots = np.array(self.values, dtype=np.float64).view(np.int64)
+            kinds = np.zeros(n, dtype=np.uint8)
+        else:
+            kinds = np.array(self.kinds, dtype=np.uint8)
+            slots = np.empty(n, dtype=np.int64)
+            for i, (kind, value) in enumerate(zip(self.kinds, self.values, strict=True)):
+                if kind == KIND_DOUBLE:
+                    slots[i] = np.float64(value).view(np.int64)
+                elif kind in (KIND_LONG, KIND_BOOLEAN):
+                    slots[i] = int(value)
+                else:
+                    slots[i] = len(texts)
+                    texts.append(value)
+        return _pack(
+            np.array(self.series, dtype=np.int64),
+            np.array(self.ts, dtype=np.int64),
+            np.array(self.recv, dtype=np.int64),
+            slots,
+            kinds,
+            texts,
+            [[e.device_pk, e.ts, e.recv, e.type, e.body] for e in self.events],
+            [list(pair) for pair in self.msg_ids],
+        )
+
+
+def _pack(
+    series: I64Array,
+    ts: I64Array,
+    recv: I64Array,
+    slots: I64Array,
+    kinds: U8Array,
+    texts: list[str],
+    events: list[list[Any]],
+    msg_ids: list[list[Any]],
+) -> bytes:
+    texts_json = orjson.dumps(texts) if texts else b""
+    events_json = orjson.dumps(events) if events else b""
+    ids_json = orjson.dumps(msg_ids) if msg_ids else b""
+    header = _HEADER.pack(
+        MAGIC, len(series), len(events), len(texts_json), len(events_json), len(ids_json)
+    )
+    return b"".join(
+        (
+            header,
+            series.astype("<i8", copy=False).tobytes(),
+            ts.astype("<i8", copy=False).tobytes(),
+            recv.astype("<i8", copy=False).tobytes(),
+            slots.astype("<i8", copy=False).tobytes(),
+            kinds.tobytes(),
+            texts_json,
+            events_json,
+            ids_json,
+        )
+    )
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """A batch as numpy columns (views on the blob where possible) and Python lists."""
+
+    series: I64Array
+    ts: I64Array
+    recv: I64Array
+    slots: I64Array
+    kinds: U8Array
+    texts: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    msg_ids: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def points(self) -> int:
+        """How many points the batch holds."""
+        return len(self.series)
+
+    def __len__(self) -> int:
+        return len(self.series) + len(self.events)
+
+    def value(self, i: int) -> Any:
+        """The value of point ``i`` as Python sees it (float, int, bool, str, or parsed JSON)."""
+        return slot_value(int(self.kinds[i]), int(self.slots[i]), self.texts)
+
+    def numeric(self) -> F64Array:
+        """Every point's value as float64 (NaN for string and json points)."""
+        return numeric_values(self.kinds, self.slots)
+
+    def encode(self) -> bytes:
+        """Pack again (after filtering or concatenating)."""
+        return _pack(
+            self.series,
+            self.ts,
+            self.recv,
+            self.slots,
+            self.kinds,
+            self.texts,
+            [[e.device_pk, e.ts, e.recv, e.type, e.body] for e in self.events],
+            [list(pair) for pair in self.msg_ids],
+        )
+
+
+def slot_value(kind: int, slot: int, texts: list[str]) -> Any:
+    """Turn a stored slot back into the value it holds."""
+    if kind == KIND_DOUBLE:
+        return float(np.int64(slot).view(np.float64))
+    if kind == KIND_LONG:
+        return int(slot)
+    if kind == KIND_BOOLEAN:
+        return bool(slot)
+    if kind == KIND_STRING:
+        return texts[slot]
+    return orjson.loads(texts[slot])
+
+
+def numeric_values(kinds: U8Array, slots: I64Array) -> F64Array:
+    """Slots as float64: doubles as they are, longs and booleans converted, text as NaN."""
+    if not kinds.any():
+        return slots.view(np.float64)
+    out = slots.view(np.float64).copy()
+    integral = (kinds == KIND_LONG) | (kinds == KIND_BOOLEAN)
+    out[integral] = slots[integral].astype(np.float64)
+    out[kinds >= KIND_STRING] = np.nan
+    return out
+
+
+def decode(blob: bytes | memoryview) -> DecodedBatch:
+    """Unpack a blob made by :meth:`BatchBuilder.encode`."""
+    view = memoryview(blob)
+    if len(view) < _HEADER.size:
+        raise BatchFormatError("too short for a batch header")
+    magic, n, n_events, texts_len, events_len, ids_len = _HEADER.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise BatchFormatError(f"not a batch: magic {bytes(magic)!r}")
+    expected = _HEADER.size + 33 * n + texts_len + events_len + ids_len
+    if len(view) != expected:
+        raise BatchFormatError(f"batch of {len(view)} bytes, expected {expected}")
+    offset = _HEADER.size
+
+    def column(dtype: str, count: int, width: int) -> Any:
+        nonlocal offset
+        array = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+        offset += count * width
+        return array
+
+    series = column("<i8", n, 8)
+    ts = column("<i8", n, 8)
+    recv = column("<i8", n, 8)
+    slots = column("<i8", n, 8)
+    kinds = column("u1", n, 1)
+
+    def part(length: int) -> Any:
+        nonlocal offset
+        chunk = view[offset : offset + length]
+        offset += length
+        return orjson.loads(chunk) if length else []
+
+    texts = part(texts_len)
+    events = [Event(*item) for item in part(events_len)]
+    msg_ids = [(int(d), str(m)) for d, m in part(ids_len)]
+    if len(events) != n_events:
+        raise BatchFormatError("event count does not match the header")
+    return DecodedBatch(series, ts, recv, slots, kinds, texts, events, msg_ids)
+
+
+def concat(batches: list[DecodedBatch]) -> DecodedBatch:
+    """One batch holding every point and event of ``batches``, in order."""
+    if len(batches) == 1:
+        return batches[0]
+    texts: list[str] = []
+    slot_parts = []
+    for batch in batches:
+        slots = batch.slots
+        if batch.texts:
+            slots = slots.copy()
+            textual = batch.kinds >= KIND_STRING
+            slots[textual] += len(texts)
+            texts += batch.texts
+        slot_parts.append(slots)
+    return DecodedBatch(
+        series=np.concatenate([b.series for b in batches]),
+        ts=np.concatenate([b.ts for b in batches]),
+        recv=np.concatenate([b.recv for b in batches]),
+        slots=np.concatenate(slot_parts) if slot_parts else np.empty(0, np.int64),
+        kinds=np.concatenate([b.kinds for b in batches]),
+        texts=texts,
+        events=[e for b in batches for e in b.events],
+        msg_ids=[m for b in batches for m in b.msg_ids],
+    )
