@@ -209,6 +209,8 @@ class DecodedBatch:
     texts: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     msg_ids: list[tuple[int, str]] = field(default_factory=list)
+    # The blob this batch was decoded from, so that storing it again costs no re-packing.
+    raw: bytes | None = None
 
     @property
     def points(self) -> int:
@@ -227,7 +229,9 @@ class DecodedBatch:
         return numeric_values(self.kinds, self.slots)
 
     def encode(self) -> bytes:
-        """Pack again (after filtering or concatenating)."""
+        """The packed blob: the original one when decoded from a blob, else packed anew."""
+        if self.raw is not None:
+            return self.raw
         return _pack(
             self.series,
             self.ts,
@@ -300,7 +304,7 @@ def decode(blob: bytes | memoryview) -> DecodedBatch:
     msg_ids = [(int(d), str(m)) for d, m in part(ids_len)]
     if len(events) != n_events:
         raise BatchFormatError("event count does not match the header")
-    return DecodedBatch(series, ts, recv, slots, kinds, texts, events, msg_ids)
+    return DecodedBatch(series, ts, recv, slots, kinds, texts, events, msg_ids, raw=bytes(view))
 
 
 def concat(batches: list[DecodedBatch]) -> DecodedBatch:

@@ -1,0 +1,250 @@
+"""Reading telemetry: history and aggregates, last known values, events, consumer groups, live."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Response, WebSocket
+from pydantic import Field
+
+from roost.errors import AuthenticationFailed, RoostError
+from roost.http import params as p
+from roost.http import schemas as s
+from roost.http.deps import ActorDep, RoostDep
+from roost.http.routes.ingest import deny, websocket_token
+from roost.runtime import Roost
+from roost.services.live import LiveFilter
+from roost.services.telemetry import (
+    DEFAULT_POINTS,
+    parse_aggregates,
+    parse_bound,
+    parse_interval,
+)
+
+router = APIRouter(tags=["telemetry"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": s.Problem}, 422: {"model": s.Problem}}
+
+
+class HistoryParams(p.QueryParams):
+    """A sensor's points or aggregates over a time range."""
+
+    sensor: str = Field(min_length=1, max_length=128, description="The sensor's id")
+    from_: str | None = Field(
+        None, alias="from", description="Start (inclusive): any timestamp form"
+    )
+    to: str | None = Field(None, description="End (exclusive): any timestamp form")
+    agg: str | None = Field(None, description="avg,min,max,sum,count,first,last (comma list)")
+    interval: str | None = Field(None, description="Bucket width with agg: 30s, 15m, 1h, 1d")
+    limit: int = Field(DEFAULT_POINTS, ge=1, le=100_000, description="Raw points at most")
+    order: Literal["asc", "desc"] | None = Field(
+        None, description="Default: asc when from is given, else desc (the newest points)"
+    )
+
+
+@router.get(
+    "/devices/{device_id}/telemetry",
+    response_model=s.SeriesOut,
+    operation_id="device_telemetry",
+    responses=NOT_FOUND,
+    summary="A sensor's history, raw or aggregated per interval",
+)
+async def device_telemetry(
+    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[HistoryParams, Query()]
+) -> dict[str, Any]:
+    start = parse_bound(query.from_, 0, "from") if query.from_ is not None else None
+    end = parse_bound(query.to, 0, "to") if query.to is not None else None
+    if query.agg is not None or query.interval is not None:
+        if query.agg is None or query.interval is None:
+            from roost.errors import InvalidInput
+
+            raise InvalidInput("agg and interval go together (e.g. agg=avg,max&interval=1h)")
+        return await roost.telemetry.aggregate(
+            actor,
+            device_id,
+            query.sensor,
+            start=start,
+            end=end,
+            interval=parse_interval(query.interval),
+            functions=parse_aggregates(query.agg),
+        )
+    return await roost.telemetry.history(
+        actor, device_id, query.sensor, start=start, end=end, limit=query.limit, order=query.order
+    )
+
+
+@router.get(
+    "/devices/{device_id}/latest",
+    response_model=s.LatestOut,
+    operation_id="device_latest",
+    responses=NOT_FOUND,
+    summary="The last known value of every sensor of a device",
+)
+async def device_latest(roost: RoostDep, actor: ActorDep, device_id: str) -> dict[str, Any]:
+    return await roost.telemetry.latest(actor, device_id)
+
+
+class EventParams(p.QueryParams):
+    """A device's events over a time range."""
+
+    type: list[str] = Field(default_factory=list, description="Event types (repeatable)")
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    limit: int = Field(DEFAULT_POINTS, ge=1, le=100_000)
+    order: Literal["asc", "desc"] | None = None
+
+
+@router.get(
+    "/devices/{device_id}/events",
+    response_model=s.EventsOut,
+    operation_id="device_events",
+    responses=NOT_FOUND,
+    summary="A device's events, filtered by type and time",
+)
+async def device_events(
+    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[EventParams, Query()]
+) -> dict[str, Any]:
+    return await roost.telemetry.events(
+        actor,
+        device_id,
+        types=query.type,
+        start=parse_bound(query.from_, 0, "from") if query.from_ is not None else None,
+        end=parse_bound(query.to, 0, "to") if query.to is not None else None,
+        limit=query.limit,
+        order=query.order,
+    )
+
+
+class FleetParams(p.DeviceFilters):
+    """Which devices, and optionally which sensors."""
+
+    sensor: list[str] = Field(default_factory=list, description="Only these sensors (repeatable)")
+
+
+@router.get(
+    "/telemetry/latest",
+    response_model=s.FleetLatestOut,
+    operation_id="fleet_latest",
+    responses=NOT_FOUND,
+    summary="Last known values across the fleet, by group, site, model, tag…",
+)
+async def fleet_latest(
+    roost: RoostDep, actor: ActorDep, query: Annotated[FleetParams, Query()]
+) -> dict[str, Any]:
+    return await roost.telemetry.fleet_latest(actor, query.device_query(), query.sensor)
+
+
+# -- consumer groups ----------------------------------------------------------------------------
+
+
+@router.post(
+    "/streams",
+    response_model=s.ConsumerGroupOut,
+    status_code=201,
+    operation_id="create_consumer_group",
+    responses=NOT_FOUND,
+    summary="Create a consumer group reading the ingest log from its start or its end",
+)
+async def create_group(roost: RoostDep, actor: ActorDep, body: s.ConsumerGroupIn) -> dict[str, Any]:
+    return await roost.streams.create(actor, body.id, body.start)
+
+
+@router.get(
+    "/streams/{group}",
+    response_model=s.ConsumerGroupOut,
+    operation_id="consumer_group",
+    responses=NOT_FOUND,
+    summary="A consumer group's committed offset and the log's extent",
+)
+async def group_status(roost: RoostDep, actor: ActorDep, group: str) -> dict[str, Any]:
+    return await roost.streams.status(actor, group)
+
+
+class PullParams(p.QueryParams):
+    after_offset: int | None = Field(None, description="Default: the group's committed offset")
+    limit: int = Field(1000, ge=1, le=10_000)
+    start: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group pulled for the first time starts"
+    )
+
+
+@router.get(
+    "/streams/{group}/messages",
+    response_model=s.StreamPullOut,
+    operation_id="pull_messages",
+    responses=NOT_FOUND,
+    summary="Pull the tenant's telemetry and events after an offset",
+)
+async def pull(
+    roost: RoostDep, actor: ActorDep, group: str, query: Annotated[PullParams, Query()]
+) -> dict[str, Any]:
+    return await roost.streams.pull(
+        actor, group, after_offset=query.after_offset, limit=query.limit, start=query.start
+    )
+
+
+@router.post(
+    "/streams/{group}/offset",
+    response_model=s.ConsumerGroupOut,
+    operation_id="commit_offset",
+    responses=NOT_FOUND,
+    summary="Commit a consumer group's offset",
+)
+async def commit(roost: RoostDep, actor: ActorDep, group: str, body: s.OffsetIn) -> dict[str, Any]:
+    return await roost.streams.commit(actor, group, body.offset)
+
+
+@router.delete(
+    "/streams/{group}",
+    status_code=204,
+    operation_id="delete_consumer_group",
+    responses=NOT_FOUND,
+    summary="Delete a consumer group",
+)
+async def delete_group(roost: RoostDep, actor: ActorDep, group: str) -> Response:
+    await roost.streams.delete(actor, group)
+    return Response(status_code=204)
+
+
+# -- live -----------------------------------------------------------------------------------------
+
+
+@router.websocket("/ws/stream", name="ws_stream")
+async def ws_stream(websocket: WebSocket) -> None:
+    """Live telemetry and events of the tenant, as they are committed.
+
+    Query: ``device`` (repeatable), ``sensor`` (repeatable), ``event`` (event types, repeatable),
+    ``kind=telemetry|events``; auth by ``Authorization: Bearer`` or ``?token=``. Each frame is
+    ``{"items": [...]}`` in the consumer-group item format; ``{"dropped": n}`` tells that a slow
+    reader missed items.
+    """
+    roost: Roost = websocket.app.state.roost
+    token = websocket_token(websocket)
+    try:
+        if token is None:
+            raise AuthenticationFailed("send Authorization: Bearer <token> or ?token=")
+        actor = await roost.identity.authenticate(token)
+        tenant = websocket.headers.get("x-roost-tenant")
+        if tenant:
+            actor = await roost.identity.act_in_tenant(actor, tenant)
+        live_filter = LiveFilter.from_query(actor.tenant_id, websocket.query_params)
+    except RoostError as exc:
+        await deny(websocket, exc)
+        return
+    await websocket.accept()
+    subscription = roost.live.subscribe(live_filter)
+    try:
+        receive = asyncio.ensure_future(websocket.receive())
+        while True:
+            frame = asyncio.ensure_future(subscription.next_frame())
+            done, _ = await asyncio.wait({receive, frame}, return_when=asyncio.FIRST_COMPLETED)
+            if receive in done:
+                frame.cancel()
+                if receive.result()["type"] == "websocket.disconnect":
+                    return
+                receive = asyncio.ensure_future(websocket.receive())
+                continue
+            await websocket.send_text(orjson.dumps(frame.result()).decode())
+    finally:
+        subscription.close()

@@ -1,0 +1,1 @@
+"""The fleet simulator and load generator (``roost sim``)."""
