@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -76,6 +76,13 @@ class Tenant:
     anonymous: Api
     passwords: dict[str, str]
     usernames: dict[str, str]
+    extra: list[Api] = field(default_factory=list)
+
+    def client(self, token: str) -> Api:
+        """Another client of the server (e.g. a device's), closed with the tenant."""
+        api = self.anonymous.as_token(token)
+        self.extra.append(api)
+        return api
 
 
 @pytest.fixture
@@ -105,8 +112,9 @@ def tenant(server: RoostServer, admin: Api) -> Iterator[Tenant]:
         role: anon.as_token(anon.login(usernames[role], passwords[role]))
         for role in ("operator", "viewer")
     }
-    yield Tenant(
+    made = Tenant(
         tenant_id, tadmin, clients["operator"], clients["viewer"], anon, passwords, usernames
     )
-    for client in (tadmin, *clients.values(), anon):
+    yield made
+    for client in (tadmin, *clients.values(), anon, *made.extra):
         client.close()

@@ -95,6 +95,8 @@ class RoostServer:
     database_url: str = ""
     env_overrides: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    # The MQTT listener's port (ROOST_MQTT_PORT); 0 keeps it off. Pass free_port() to test MQTT.
+    mqtt_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,7 +115,7 @@ class RoostServer:
                 "ROOST_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "ROOST_SECRET_KEY": SECRET_KEY,
                 "ROOST_HTTP_PORT": str(self.port),
-                "ROOST_MQTT_PORT": "0",
+                "ROOST_MQTT_PORT": str(self.mqtt_port),
                 "ROOST_MQTTS_PORT": "0",
                 "ROOST_LOG_LEVEL": "info",
             }

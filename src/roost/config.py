@@ -42,6 +42,15 @@ class Settings:
     http_port: int = 8000
     mqtt_port: int = 1883
     mqtts_port: int = 8883
+    # Largest MQTT packet accepted (and advertised to v5 clients): a 5,000-point telemetry batch
+    # is ~400 KB of JSON; 1 MiB leaves room and bounds what one connection can make us buffer.
+    mqtt_max_packet_bytes: int = 1024 * 1024
+    # Keep alive a client may ask for at most; 0 (none) is taken as this, as AWS IoT does.
+    mqtt_max_keepalive_s: int = 1200
+    # How long a persistent MQTT session (clean start 0) is kept after its connection ends.
+    mqtt_max_session_expiry_s: int = 24 * 3600
+    # Undelivered server-to-device QoS 1/2 messages a session holds before refusing more.
+    mqtt_max_queued_messages: int = 100
     admin_password: str = ""
     # Signs user login tokens; generated into data_dir on first start when empty.
     # Set it explicitly when several processes must accept each other's tokens.
@@ -57,6 +66,8 @@ class Settings:
     login_max_failures: int = 5
     login_window_s: int = 300
     cors_origins: tuple[str, ...] = ()
+    # Consumer groups can read the ingest log this far back (compacted data stays queryable).
+    stream_retention_s: int = 3600
     log_level: str = "info"
     sqlite_synchronous: str = "NORMAL"
 
@@ -73,11 +84,16 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "http_port": int,
     "mqtt_port": int,
     "mqtts_port": int,
+    "mqtt_max_packet_bytes": int,
+    "mqtt_max_keepalive_s": int,
+    "mqtt_max_session_expiry_s": int,
+    "mqtt_max_queued_messages": int,
     "token_ttl_s": int,
     "max_body_bytes": int,
     "max_import_bytes": int,
     "login_max_failures": int,
     "login_window_s": int,
+    "stream_retention_s": int,
     "cors_origins": _list,
 }
 

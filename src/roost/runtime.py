@@ -7,15 +7,27 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from roost.bus.base import Bus, open_bus
 from roost.config import Settings
 from roost.security.tokens import new_secret_key
 from roost.services.audit import AuditService
+from roost.services.credentials import CredentialService, DeviceAuthenticator
 from roost.services.devices import DeviceService
 from roost.services.identity import IdentityService
+from roost.services.ingest import IngestService
 from roost.services.inventory import InventoryService
+from roost.services.live import LiveHub
+from roost.services.pipeline import TelemetryPipeline
+from roost.services.streams import StreamService
+from roost.services.telemetry import TelemetryService
 from roost.store import migrate
 from roost.store.database import Database, open_database
+from roost.store.timeseries.base import TimeSeriesStore
+
+if TYPE_CHECKING:
+    from roost.mqtt.gateway import Gateway as MQTTGateway
 
 log = logging.getLogger(__name__)
 
@@ -55,35 +67,93 @@ class Roost:
     inventory: InventoryService
     devices: DeviceService
     audit: AuditService
+    bus: Bus
+    credentials: CredentialService
+    device_auth: DeviceAuthenticator
+    pipeline: TelemetryPipeline
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
+    # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
+    mqtt_gateway: MQTTGateway | None = field(default=None)
+
+    @property
+    def ingest(self) -> IngestService:
+        """Telemetry and event ingest (every device door calls it)."""
+        return self.pipeline.ingest
+
+    @property
+    def telemetry(self) -> TelemetryService:
+        """Reading telemetry and events back."""
+        return self.pipeline.telemetry
+
+    @property
+    def streams(self) -> StreamService:
+        """Consumer groups over the ingest log."""
+        return self.pipeline.streams
+
+    @property
+    def live(self) -> LiveHub:
+        """Live streams of committed telemetry."""
+        return self.pipeline.live
+
+    @property
+    def timeseries(self) -> TimeSeriesStore:
+        """The time-series store."""
+        return self.pipeline.store
 
     @classmethod
-    def build(cls, settings: Settings, clock: Callable[[], datetime] = utcnow) -> Roost:
-        """Open the store and create the services (nothing is started yet)."""
+    def build(
+        cls, settings: Settings, clock: Callable[[], datetime] = utcnow, *, bus: Bus | None = None
+    ) -> Roost:
+        """Open the store and create the services (nothing is started yet).
+
+        ``bus`` replaces the one ``settings.bus_url`` names (tests share one in-process bus
+        between two Roosts to play two processes).
+        """
         db = open_database(
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         secret = load_secret_key(settings)
+        bus = bus if bus is not None else open_bus(settings.bus_url)
+        device_auth = DeviceAuthenticator(db, bus, secret, clock)
+        devices = DeviceService(db, clock)
+        devices.deletion_listeners.append(device_auth.device_deleted)
+        inventory = InventoryService(db, clock)
         return cls(
             settings=settings,
             db=db,
             identity=IdentityService(db, settings, secret, clock),
-            inventory=InventoryService(db, clock),
-            devices=DeviceService(db, clock),
+            inventory=inventory,
+            devices=devices,
             audit=AuditService(db, clock),
+            bus=bus,
+            credentials=CredentialService(db, secret, clock, device_auth),
+            device_auth=device_auth,
             clock=clock,
+            pipeline=TelemetryPipeline(settings, db, bus, devices, inventory),
         )
 
-    async def start(self) -> None:
-        """Upgrade the schema and make sure the default tenant and superuser exist."""
+    async def start(self, *, serve: bool = True) -> None:
+        """Upgrade the schema, make sure the default tenant and superuser exist, connect.
+
+        With ``serve`` (the server) the telemetry writer, live streams and background upkeep
+        start too; commands of the CLI need only the stores and the bus.
+        """
         before, after = await migrate.upgrade(self.db)
         if before != after:
             log.info("database schema upgraded from %s to %s", before or "empty", after)
         self.generated_admin_password = await self.identity.bootstrap(
             self.settings.admin_password or None
         )
+        await self.bus.start()
+        await self.device_auth.start()
+        await self.pipeline.open()
+        if serve:
+            await self.pipeline.serve()
 
     async def close(self) -> None:
-        """Release connections."""
+        """Commit what is pending and release connections."""
+        await self.pipeline.close()
+        await self.device_auth.close()
+        await self.bus.close()
         await self.db.dispose()

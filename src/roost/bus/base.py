@@ -40,12 +40,39 @@ class StreamMessage:
 StreamHandler = Callable[[Sequence[StreamMessage]], Awaitable[None]]
 
 
+# How long a ``msg_id`` is remembered for de-duplication. A device resends an unacknowledged
+# batch within seconds (its keep-alive and retry timers are well under a minute); two minutes
+# covers a reconnect too, and longer-lived duplicates are caught by the store's sequence numbers.
+DEDUPE_WINDOW_S = 120.0
+# A batch whose handler raised comes back after REDELIVERY_DELAY_S, doubled on each further
+# failure up to REDELIVERY_DELAY_MAX_S: quick enough for a transient error (a deadlock retry),
+# slow enough that a poison batch or a database that is down does not spin a core.
+REDELIVERY_DELAY_S = 0.2
+REDELIVERY_DELAY_MAX_S = 30.0
+
+
+def redelivery_delay(deliveries: int) -> float:
+    """Seconds before a batch delivered ``deliveries`` times (and failed) is delivered again."""
+    exponent = min(max(deliveries - 1, 0), 16)
+    return float(min(REDELIVERY_DELAY_S * 2**exponent, REDELIVERY_DELAY_MAX_S))
+
+
 class Subscription(abc.ABC):
     """A live subscription or consumer; stop it to stop deliveries."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop receiving (messages in flight are finished or left for redelivery)."""
+
+    @property
+    def dropped(self) -> int:
+        """Notifications this subscriber lost because it fell too far behind (0 for streams).
+
+        Each notification subscription has a bounded queue; when it is full the oldest waiting
+        notification is dropped, so a slow subscriber can neither block the publisher nor make
+        the process grow without bound.
+        """
+        return 0
 
 
 class Bus(abc.ABC):
@@ -67,11 +94,20 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, subject: str, data: bytes) -> None:
-        """Send a notification to every current subscriber of a matching subject."""
+        """Send a notification to every current subscriber of a matching subject.
+
+        Never waits for subscribers: each has its own bounded queue (see
+        :attr:`Subscription.dropped`). Raises ValueError for a subject with a wildcard.
+        """
 
     @abc.abstractmethod
     async def subscribe(self, subject: str, handler: NotificationHandler) -> Subscription:
-        """Call ``handler(subject, data)`` for each notification matching ``subject``."""
+        """Call ``handler(subject, data)`` for each notification matching ``subject``.
+
+        Calls for one subscription are made one at a time, in publish order, from a task of
+        their own; an exception from the handler is logged and the next notification follows.
+        When this returns, the subscription is in place for every publisher.
+        """
 
     # -- durable streams ---------------------------------------------------------------------
 
@@ -79,8 +115,10 @@ class Bus(abc.ABC):
     async def stream_publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> int:
         """Append to the stream that holds ``subject``; return its sequence once it is durable.
 
-        A ``msg_id`` seen again within the de-duplication window is stored once (the original
-        sequence is answered). Raises roost.errors.Unavailable when the stream cannot take it.
+        The stream is the subject's family (``roost.ingest.x`` → ``ROOST_INGEST``, see
+        :mod:`roost.bus.subjects`), created on first use. A ``msg_id`` seen again within the
+        de-duplication window (:data:`DEDUPE_WINDOW_S`) is stored once (the original sequence is
+        answered). Raises roost.errors.Unavailable when the stream cannot take it.
         """
 
     @abc.abstractmethod
@@ -96,7 +134,14 @@ class Bus(abc.ABC):
         """Deliver the stream's messages on ``subject`` to ``handler`` in batches (up to ``batch``
         messages, or what arrived within ``max_wait_s``), in order, resuming where the durable
         consumer ``durable`` left off. The batch is acknowledged when the handler returns and
-        delivered again when it raises. Several consumers with the same ``durable`` share the work.
+        delivered again when it raises (after :func:`redelivery_delay`, flagged ``redelivered``;
+        messages behind it may be delivered meanwhile, so order holds except around a failure).
+        Several consumers with the same ``durable`` share the work: no message is given to two
+        of them at once, and one a consumer held when it stopped or died goes to another.
+
+        A stream is a work queue: each message goes to one durable. Raises roost.errors.Conflict
+        when ``durable`` exists for another subject, or another durable of the stream already
+        takes an overlapping subject; Unavailable when the bus cannot be reached.
         """
 
 

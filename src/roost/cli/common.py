@@ -127,7 +127,7 @@ async def open_roost(
     try:
         await _reach(roost)
         if start:
-            await roost.start()
+            await roost.start(serve=False)
             if roost.generated_admin_password:
                 err.print(
                     f"Created the superuser: admin / {escape(roost.generated_admin_password)}  "

@@ -54,6 +54,7 @@ def serve(
 
     async def run() -> None:
         await roost.start()
+        mqtt_server = None
         try:
             if demo:
                 from roost.services.demo import load_demo
@@ -74,6 +75,16 @@ def serve(
                     "Admin login: admin / the password printed at first start "
                     "(reset it with `roost user set-password admin`)"
                 )
+            if settings.mqtt_port:
+                from roost.mqtt.gateway import gateway_for
+                from roost.mqtt.server import MQTTServer
+
+                mqtt_server = MQTTServer(gateway_for(roost), settings.http_host, settings.mqtt_port)
+                await mqtt_server.start()
+                typer.echo(
+                    f"MQTT mqtt://{settings.http_host}:{mqtt_server.port}  "
+                    f"(over WebSocket ws://{settings.http_host}:{settings.http_port}/mqtt)"
+                )
             config = uvicorn.Config(
                 create_app(roost, manage_lifecycle=False),
                 host=settings.http_host,
@@ -86,6 +97,18 @@ def serve(
             )
             await uvicorn.Server(config).serve()
         finally:
+            if mqtt_server is not None:
+                await mqtt_server.close()
+            if roost.mqtt_gateway is not None:
+                await roost.mqtt_gateway.close()
             await roost.close()
 
-    asyncio.run(run())
+    # uvloop (installed with uvicorn[standard]): the MQTT listener's cost per connection and
+    # its throughput depend on it.
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a minimal install without uvicorn[standard]
+        asyncio.run(run())
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())

@@ -7,11 +7,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import WebSocketRoute
 
 from roost import __version__
 from roost.http import problems
 from roost.http.middleware import BodyLimit, Metrics
-from roost.http.routes import audit, bulk, devices, identity, inventory, system
+from roost.http.routes import (
+    audit,
+    bulk,
+    credentials,
+    devices,
+    identity,
+    ingest,
+    inventory,
+    system,
+    telemetry,
+)
+from roost.mqtt.websocket import mqtt_websocket
 from roost.runtime import Roost
 
 API_PREFIX = "/api/v1"
@@ -34,9 +46,12 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (identity.router, API_PREFIX),
         *((router, API_PREFIX) for router in inventory.ROUTERS),
         (bulk.router, API_PREFIX),  # before /devices/{device_id}, which would take "import"
+        (credentials.router, API_PREFIX),
         (devices.router, API_PREFIX),
         (devices.groups_router, API_PREFIX),
         (audit.router, API_PREFIX),
+        (ingest.router, API_PREFIX),
+        (telemetry.router, API_PREFIX),
     ]
 
 
@@ -66,6 +81,8 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     problems.install(app)
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
+    # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
+    app.router.routes.append(WebSocketRoute("/mqtt", mqtt_websocket))
 
     # Added last = outermost: the body limit applies before anything reads the body.
     if roost.settings.cors_origins:

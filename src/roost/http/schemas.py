@@ -116,12 +116,16 @@ class TenantIn(Body):
 class TenantPatch(Body):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
+    retention_days: StrictInt | None = Field(
+        default=None, description="Delete telemetry and events older than this; null: keep forever"
+    )
 
 
 class TenantOut(Out):
     id: str
     name: str
     description: str
+    retention_days: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -502,3 +506,127 @@ class ImportReport(Out):
         description="One entry per refused row: row number (1 = first data row), device id, reason"
     )
     dry_run: bool
+
+
+# -- telemetry ------------------------------------------------------------------------------------
+
+
+class IngestAck(Out):
+    """What a telemetry or event POST stored (durably, before this answer)."""
+
+    accepted: int = Field(description="Points stored")
+    events: int = Field(description="Events stored")
+    duplicate: bool | None = Field(default=None, description="A resend of a stored message id")
+    flagged_future: int | None = Field(
+        default=None, description="Points timestamped more than 5 minutes ahead of the server"
+    )
+
+
+class PointOut(Out):
+    ts: str = Field(description="RFC 3339 UTC")
+    value: Any = None
+
+
+class SeriesOut(Out):
+    device_id: str
+    sensor: str
+    type: str
+    unit: str
+    interval_s: float | None = None
+    items: list[dict[str, Any]] = Field(
+        description="[{ts, value}] raw, or [{ts, avg, min, …}] with agg and interval"
+    )
+
+
+class LatestItem(Out):
+    sensor: str
+    type: str
+    unit: str
+    ts: str
+    value: Any = None
+    received_at: str
+
+
+class LatestOut(Out):
+    device_id: str
+    items: list[LatestItem]
+
+
+class FleetLatestOut(Out):
+    items: list[dict[str, Any]] = Field(description="[{device_id, sensors: {sensor: {ts, value}}}]")
+    total: int
+
+
+class EventOut(Out):
+    ts: str
+    received_at: str
+    event: str
+    offset: int
+    body: dict[str, Any]
+
+
+class EventsOut(Out):
+    device_id: str
+    items: list[EventOut]
+
+
+class ConsumerGroupIn(Body):
+    id: str = Field(min_length=1, max_length=128)
+    start: Literal["earliest", "latest"] = "earliest"
+
+
+class ConsumerGroupOut(Out):
+    id: str
+    committed_offset: int
+    log_first_offset: int
+    log_next_offset: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OffsetIn(Body):
+    offset: int = Field(description="Every item at or below this offset is consumed")
+
+
+class StreamPullOut(Out):
+    group: str
+    items: list[dict[str, Any]] = Field(
+        description="[{offset, type: telemetry|event, device_id, sensor|event, ts, value|body}]"
+    )
+    next_offset: int = Field(description="Pull again with after_offset=this; commit it when done")
+    committed_offset: int
+    truncated: bool = Field(description="The log no longer holds some items after the offset")
+    log_next_offset: int
+
+
+# -- device credentials ---------------------------------------------------------------------------
+
+
+class DeviceTokenIn(Body):
+    name: str = Field(default="", max_length=200, description="What the token is for")
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="Truncated to the second; must be in the future. Absent: valid until revoked",
+    )
+
+
+class DeviceTokenOut(Out):
+    id: str = Field(description="The token's id (its jti): revoke it with DELETE …/tokens/{id}")
+    device_id: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="Updated at most once a minute")
+
+
+class DeviceTokenCreated(Out):
+    id: str
+    token: str = Field(
+        description="The device token (a JWT): shown this once. The device sends it as "
+        "Authorization: Bearer, or as the MQTT password"
+    )
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    device_id: str

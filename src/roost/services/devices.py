@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,22 @@ COMPONENT_FIELDS = (
 MAX_TAGS = 64
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
+# Told (tenant id, device id) once a device's deletion has committed: the device credentials
+# refuse its tokens and close its sessions at once (roost.services.credentials).
+DeletionListener = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChange:
+    """A committed change of devices or sensors that caches and stored series must follow."""
+
+    device_pks: tuple[int, ...] = ()
+    deleted_series: tuple[int, ...] = ()  # sensors deleted: their stored points go too
+    deleted_device: bool = False
+    all_devices: bool = False  # a device model changed: every device may be affected
+
+
+ChangeHook = Callable[[RegistryChange], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,14 @@ class DeviceService:
     def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
         self.db = db
         self.clock = clock
+        self.deletion_listeners: builtins.list[DeletionListener] = []
+        # Called after a committed change that what caches a device's sensors must hear about.
+        self.on_change: builtins.list[ChangeHook] = []
+
+    async def changed(self, change: RegistryChange) -> None:
+        """Tell the hooks about a committed change (ingest caches, stored series)."""
+        for hook in self.on_change:
+            await hook(change)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -505,7 +529,11 @@ class DeviceService:
         """Change a device's fields and tags."""
         actor.require(Role.OPERATOR)
         async with self.db.write() as conn:
-            return await self.update_in(conn, actor, device_id, changes)
+            after = await self.update_in(conn, actor, device_id, changes)
+            pk = (await self._device_row(conn, actor.tenant_id, device_id))["pk"]
+        if "model_id" in changes:
+            await self.changed(RegistryChange(device_pks=(pk,)))
+        return after
 
     async def delete(self, actor: Actor, device_id: str) -> None:
         """Remove a device with its tags, sensors, components and memberships."""
@@ -513,10 +541,26 @@ class DeviceService:
         async with self.db.write() as conn:
             row = await self._device_row(conn, actor.tenant_id, device_id)
             before = (await self._decorate(conn, actor.tenant_id, [row]))[0]
+            series = (
+                (
+                    await conn.execute(
+                        sa.select(sensors.c.pk).where(sensors.c.device_pk == row["pk"])
+                    )
+                )
+                .scalars()
+                .all()
+            )
             await conn.execute(devices.delete().where(devices.c.pk == row["pk"]))
             await audit.record(
                 conn, actor, "delete", "device", device_id, before=before, device_id=device_id
             )
+        await self.changed(
+            RegistryChange(
+                device_pks=(row["pk"],), deleted_series=tuple(series), deleted_device=True
+            )
+        )
+        for listener in self.deletion_listeners:
+            await listener(actor.tenant_id, device_id)
 
     # -- group membership --------------------------------------------------------------------
 
@@ -714,7 +758,10 @@ class DeviceService:
         """Add a sensor (id unique within the device, a type, an optional path and unit)."""
         actor.require(Role.OPERATOR)
         async with self.db.write() as conn:
-            return await self.create_sensor_in(conn, actor, device_id, data)
+            created = await self.create_sensor_in(conn, actor, device_id, data)
+            pk = (await self._device_row(conn, actor.tenant_id, device_id))["pk"]
+        await self.changed(RegistryChange(device_pks=(pk,)))
+        return created
 
     async def list_sensors(
         self,
@@ -794,6 +841,7 @@ class DeviceService:
                 after=after,
                 device_id=device_id,
             )
+        await self.changed(RegistryChange(device_pks=(device["pk"],)))
         return after
 
     async def delete_sensor(self, actor: Actor, device_id: str, sensor_id: str) -> None:
@@ -801,9 +849,8 @@ class DeviceService:
         actor.require(Role.OPERATOR)
         async with self.db.write() as conn:
             device = await self._device_row(conn, actor.tenant_id, device_id)
-            before = self._sensor_out(
-                await self._sensor_row(conn, device["pk"], sensor_id), device_id
-            )
+            row = await self._sensor_row(conn, device["pk"], sensor_id)
+            before = self._sensor_out(row, device_id)
             await conn.execute(
                 sensors.delete().where(
                     sensors.c.device_pk == device["pk"], sensors.c.id == sensor_id
@@ -818,6 +865,7 @@ class DeviceService:
                 before=before,
                 device_id=device_id,
             )
+        await self.changed(RegistryChange(device_pks=(device["pk"],), deleted_series=(row["pk"],)))
 
     # -- components --------------------------------------------------------------------------
 

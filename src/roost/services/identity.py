@@ -353,7 +353,14 @@ class IdentityService:
     ) -> dict[str, Any]:
         """Rename or re-describe a tenant."""
         actor.require_superuser()
-        allowed = {k: v for k, v in changes.items() if k in {"name", "description"}}
+        allowed = {
+            k: v for k, v in changes.items() if k in {"name", "description", "retention_days"}
+        }
+        if (
+            allowed.get("retention_days") is not None
+            and not 1 <= allowed["retention_days"] <= 36_500
+        ):
+            raise InvalidInput("retention_days must be between 1 and 36500 (or null: keep forever)")
         async with self.db.write() as conn:
             before = await fetch_one(conn, sa.select(tenants).where(tenants.c.id == tenant_id))
             if before is None:

@@ -40,7 +40,13 @@ from roost.services.ingest_writer import IngestWriter
 from roost.store.database import Database
 from roost.store.schema import device_models, devices, sensors
 from roost.store.timeseries.base import TimeSeriesStore
-from roost.store.timeseries.batch import KIND_BY_TYPE, TYPE_BY_KIND, Event
+from roost.store.timeseries.batch import (
+    KIND_BY_TYPE,
+    KIND_DOUBLE,
+    TYPE_BY_KIND,
+    BatchBuilder,
+    Event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +121,25 @@ class IngestService:
 
     async def device_context(self, identity: DeviceIdentity) -> DeviceContext:
         """The device's context; its state is cached, loaded on first use or when stale."""
+        return DeviceContext(identity, await self._current_state(identity))
+
+    async def refresh(self, ctx: DeviceContext) -> None:
+        """Point a door's context at the device's current state (after the old one went stale).
+
+        Doors keep their context for a connection's life; this is what keeps them off the slow
+        path once a change (a sensor created, a model switched) has been taken in.
+        """
+        if ctx.state.stale:
+            ctx.state = await self._current_state(ctx.identity)
+
+    async def _current_state(self, identity: DeviceIdentity) -> DeviceState:
         state = self._states.get(identity.device_pk)
         if state is None or state.stale:
             fresh = await self._load_state(identity)
             if state is not None:
                 fresh.recent_ids = state.recent_ids
             state = self._states[identity.device_pk] = fresh
-        return DeviceContext(identity, state)
+        return state
 
     async def _load_state(self, identity: DeviceIdentity) -> DeviceState:
         async with self.db.read() as conn:
@@ -218,6 +236,10 @@ class IngestService:
     def _append(
         self, ctx: DeviceContext, kind: IngestKind, items: list[Any], recv_ns: int
     ) -> IngestOutcome:
+        if kind is not IngestKind.EVENTS:
+            fast = _append_fast(self.writer.builder, ctx.state, items, recv_ns)
+            if fast is not None:
+                return fast
         builder = self.writer.builder
         add_point = builder.add_point
         state = ctx.state
@@ -276,8 +298,7 @@ class IngestService:
         msg_id: str | None = None,
     ) -> IngestOutcome:
         """Take a message, doing first whatever :meth:`try_submit` could not do synchronously."""
-        if ctx.state.stale:
-            ctx = await self.device_context(ctx.identity)
+        await self.refresh(ctx)
         try:
             document = (
                 orjson.loads(payload)
@@ -298,10 +319,10 @@ class IngestService:
             if errors:
                 return IngestOutcome(errors=errors)
             if missing:
-                ctx = await self._create_sensors(ctx, missing)
+                await self._create_sensors(ctx, missing)
             outcome = self.try_submit(ctx, kind, document, recv_ns, msg_id, _msg_id_checked=True)
             if outcome is None:
-                ctx = await self.device_context(ctx.identity)
+                await self.refresh(ctx)
                 continue
             if outcome.busy:
                 await self.writer.wait_for_capacity()
@@ -341,7 +362,7 @@ class IngestService:
                 errors.append({"index": index, "field": exc.field, "message": exc.message})
         return ({} if errors else missing), errors
 
-    async def _create_sensors(self, ctx: DeviceContext, missing: dict[str, int]) -> DeviceContext:
+    async def _create_sensors(self, ctx: DeviceContext, missing: dict[str, int]) -> None:
         async with self.db.write() as conn:
             for sensor_id, kind in missing.items():
                 try:
@@ -355,7 +376,7 @@ class IngestService:
                 except Conflict:
                     pass  # another connection of the device created it meanwhile
         self.invalidate([ctx.device_pk])
-        return await self.device_context(ctx.identity)
+        await self.refresh(ctx)
 
     async def wait_for_capacity(self) -> None:
         """Return once the writer takes messages again (after ``busy``)."""
@@ -374,6 +395,76 @@ class IngestService:
             await ticket
         except Exception as exc:  # the refusal record is best effort; the refusal stands
             log.warning("could not record a refused message of %s: %s", ctx.identity.device_id, exc)
+
+
+def _append_fast(
+    builder: BatchBuilder, state: DeviceState, items: list[Any], recv_ns: int
+) -> IngestOutcome | None:
+    """The common case inlined: known double sensors, integer timestamps, sensor or values form.
+
+    Answers None as soon as an item is anything else (after rolling back what it appended), and
+    the general path takes the whole message again; so this path needs to handle no error.
+    """
+    known = state.sensors
+    series, stamps, received = builder.series, builder.ts, builder.recv
+    kinds, values = builder.kinds, builder.values
+    start = len(series)
+    future_limit = recv_ns + FUTURE_TOLERANCE_NS
+    flagged = 0
+    for item in items:
+        if type(item) is not dict:
+            break
+        raw_ts = item.get("timestamp")
+        if raw_ts is None:
+            raw_ts = item.get("ts")
+        if raw_ts is None:
+            ts = recv_ns
+        elif type(raw_ts) is int and 1_000_000_000 <= raw_ts < 100_000_000_000:
+            ts = raw_ts * 1_000_000_000
+        elif type(raw_ts) is int and 100_000_000_000 <= raw_ts < 100_000_000_000_000:
+            ts = raw_ts * 1_000_000
+        else:
+            break
+        if ts > future_limit:
+            flagged += 1
+        sensor_id = item.get("sensor_id")
+        if sensor_id is not None:
+            entry = known.get(sensor_id) if type(sensor_id) is str else None
+            value = item.get("value")
+            if entry is None or entry[1] != KIND_DOUBLE or type(value) is not float:
+                if entry is None or entry[1] != KIND_DOUBLE or type(value) is not int:
+                    break
+                value = float(value)
+            series.append(entry[0])
+            stamps.append(ts)
+            received.append(recv_ns)
+            kinds.append(KIND_DOUBLE)
+            values.append(value)
+            continue
+        readings_ = item.get("values")
+        if type(readings_) is not dict or not readings_ or len(item) > 2:
+            break
+        for name, value in readings_.items():
+            entry = known.get(name)
+            if entry is None or entry[1] != KIND_DOUBLE:
+                break
+            if type(value) is not float:
+                if type(value) is not int:
+                    break
+                value = float(value)
+            series.append(entry[0])
+            stamps.append(ts)
+            received.append(recv_ns)
+            kinds.append(KIND_DOUBLE)
+            values.append(value)
+        else:
+            continue
+        break
+    else:
+        return IngestOutcome(accepted=len(series) - start, flagged_future=flagged)
+    for column in (series, stamps, received, kinds, values):
+        del column[start:]
+    return None
 
 
 def _refused(index: int, where: str, message: str) -> IngestOutcome:

@@ -21,11 +21,11 @@ from roost.store.timeseries.batch import BatchBuilder, DecodedBatch, decode
 
 log = logging.getLogger(__name__)
 
-# How long a batch waits for company before it is committed, when it is not yet big. A few ms
-# costs a lone sender nothing noticeable and lets concurrent senders share one commit.
-DEFAULT_MAX_DELAY_S = 0.002
-# A batch this big is committed without waiting: larger ones only lengthen the commit.
-DEFAULT_MAX_BATCH_ITEMS = 50_000
+# How long a small batch waits for company before it is committed. Commits group by themselves
+# (items pile up while the previous commit runs); the wait only helps a trickle of senders share
+# one commit, and a batch of COMPANY_ITEMS or more does not wait at all.
+DEFAULT_MAX_DELAY_S = 0.001
+COMPANY_ITEMS = 1000
 # Items waiting beyond this make the doors push back (about 40 MB of points in memory).
 DEFAULT_MAX_BUFFERED_ITEMS = 1_000_000
 # Encoding a batch this large takes milliseconds: done off the event loop.
@@ -43,12 +43,10 @@ class IngestWriter:
         sink: Sink,
         *,
         max_delay_s: float = DEFAULT_MAX_DELAY_S,
-        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
         max_buffered_items: int = DEFAULT_MAX_BUFFERED_ITEMS,
     ) -> None:
         self.sink = sink
         self.max_delay_s = max_delay_s
-        self.max_batch_items = max_batch_items
         self.max_buffered_items = max_buffered_items
         self.builder = BatchBuilder()
         self.ticket = CommitTicket()
@@ -115,7 +113,7 @@ class IngestWriter:
                 if self._closing:
                     return
                 continue
-            if len(self.builder) < self.max_batch_items and self.max_delay_s and not self._closing:
+            if len(self.builder) < COMPANY_ITEMS and self.max_delay_s and not self._closing:
                 await asyncio.sleep(self.max_delay_s)
             builder, ticket = self.builder, self.ticket
             self.builder, self.ticket = BatchBuilder(), CommitTicket()

@@ -8,7 +8,7 @@ Devices, which carry tags, sensors and components, live in ``services/devices.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -262,6 +262,9 @@ class InventoryService:
     def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
         self.db = db
         self.clock = clock
+        # Called with (kind, id) after a committed update, for caches that depend on records
+        # (ingest caches each device model's auto_create_sensors).
+        self.on_update: list[Callable[[str, str], Awaitable[None]]] = []
 
     async def create(self, actor: Actor, kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """Create a record; 409 when the id exists, 422 when a reference points at nothing."""
@@ -376,6 +379,8 @@ class InventoryService:
             )
             after = _public(await self._row(conn, spec, actor.tenant_id, record_id))
             await audit.record(conn, actor, "update", kind, record_id, before=before, after=after)
+        for hook in self.on_update:
+            await hook(kind, record_id)
         return after
 
     async def delete(self, actor: Actor, kind: str, record_id: str) -> None:

@@ -130,7 +130,8 @@ class StreamService:
         items: list[dict[str, Any]] = []
         scanned = 0
         position = max(cursor, first - 1)
-        while len(items) < limit and scanned < MAX_SCAN_ROWS and position < next_offset - 1:
+        full = False
+        while not full and scanned < MAX_SCAN_ROWS and position < next_offset - 1:
             entries = await self.store.read_log(position, min(50, MAX_SCAN_ROWS - scanned))
             if not entries:
                 break
@@ -148,15 +149,15 @@ class StreamService:
                     after_offset=position,
                 )
                 room = limit - len(items)
-                items += found[:room]
-                end_of_entry = entry.first_offset + len(batch) - 1
-                if len(found) > room:
-                    position = found[room - 1]["offset"]
+                if len(found) >= room:
+                    # The page is full: continue after the last item taken (other tenants'
+                    # items before it are behind the cursor too).
+                    items += found[:room]
+                    position = items[-1]["offset"]
+                    full = True
                     break
-                position = max(position, end_of_entry)
-            else:
-                continue
-            break
+                items += found
+                position = max(position, entry.first_offset + len(batch) - 1)
         return {
             "group": group_id,
             "items": items,

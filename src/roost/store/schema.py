@@ -72,6 +72,8 @@ tenants = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    # Telemetry and events older than this many days are deleted; NULL keeps them forever.
+    sa.Column("retention_days", sa.Integer(), nullable=True),
     *_timestamps(),
 )
 
@@ -234,6 +236,8 @@ devices = sa.Table(
     sa.Index(None, "tenant_id", "model_id"),
     sa.Index(None, "tenant_id", "firmware_id"),
     sa.Index(None, "tenant_id", "customer_id"),
+    # Never reuse a deleted device's key (SQLite would): tokens and stored data name it.
+    sqlite_autoincrement=True,
 )
 
 device_tags = sa.Table(
@@ -302,6 +306,8 @@ sensors = sa.Table(
     sa.Column("description", sa.Text(), nullable=False, server_default=""),
     *_timestamps(),
     sa.UniqueConstraint("device_pk", "id"),
+    # Never reuse a deleted sensor's key: its stored points are keyed by it.
+    sqlite_autoincrement=True,
 )
 
 device_tokens = sa.Table(
@@ -320,6 +326,18 @@ device_tokens = sa.Table(
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
     sa.Index(None, "device_pk"),
     sa.Index(None, "revoked_at"),
+)
+
+consumer_groups = sa.Table(
+    "consumer_groups",
+    metadata,
+    _tenant_fk(),
+    sa.Column("id", sa.String(128), nullable=False),
+    # Every item at or below this offset of the ingest log is consumed.
+    sa.Column("committed_offset", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "id"),
 )
 
 audit_log = sa.Table(
@@ -348,3 +366,6 @@ system_settings = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text(), nullable=False),
 )
+
+# The time-series tables (telemetry) live beside their engine; importing registers them here.
+import roost.store.timeseries.schema  # noqa: E402,F401

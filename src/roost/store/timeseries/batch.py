@@ -79,7 +79,7 @@ class BatchBuilder:
     not at all.
     """
 
-    __slots__ = ("_all_double", "events", "kinds", "msg_ids", "recv", "series", "ts", "values")
+    __slots__ = ("all_double", "events", "kinds", "msg_ids", "recv", "series", "ts", "values")
 
     def __init__(self) -> None:
         self.series: list[int] = []
@@ -89,7 +89,7 @@ class BatchBuilder:
         self.values: list[Any] = []
         self.events: list[Event] = []
         self.msg_ids: list[tuple[int, str]] = []
-        self._all_double = True
+        self.all_double = True
 
     def __len__(self) -> int:
         return len(self.series) + len(self.events)
@@ -107,7 +107,7 @@ class BatchBuilder:
         self.kinds.append(kind)
         self.values.append(value)
         if kind:
-            self._all_double = False
+            self.all_double = False
 
     def add_event(self, event: Event) -> None:
         """Append one event."""
@@ -134,13 +134,13 @@ class BatchBuilder:
         self.values += other.values
         self.events += other.events
         self.msg_ids += other.msg_ids
-        self._all_double = self._all_double and other._all_double
+        self.all_double = self.all_double and other.all_double
 
     def encode(self) -> bytes:
         """Pack the batch into one blob."""
         n = len(self.series)
         texts: list[str] = []
-        if self._all_double:
+        if self.all_double:
             slots = np.array(self.values, dtype=np.float64).view(np.int64)
             kinds = np.zeros(n, dtype=np.uint8)
         else:

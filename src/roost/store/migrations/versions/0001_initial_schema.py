@@ -318,6 +318,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_devices")),
         sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_devices_tenant_id_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.create_index(
@@ -435,6 +436,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_sensors")),
         sa.UniqueConstraint("device_pk", "id", name=op.f("uq_sensors_device_pk_id")),
+        sqlite_autoincrement=True,
     )
     # ### end Alembic commands ###
 

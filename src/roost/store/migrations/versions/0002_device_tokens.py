@@ -1,4 +1,4 @@
-"""device tokens
+"""device tokens, consumer groups, tenant retention
 
 Revision ID: 0002
 Revises: 0001
@@ -21,6 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tenants", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("retention_days", sa.Integer(), nullable=True))
     op.create_table(
         "device_tokens",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -45,6 +47,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_device_tokens")),
     )
+    op.create_table(
+        "consumer_groups",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("committed_offset", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_consumer_groups_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_consumer_groups")),
+    )
     with op.batch_alter_table("device_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_device_tokens_device_pk"), ["device_pk"], unique=False)
         batch_op.create_index(
@@ -57,3 +74,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_device_tokens_revoked_at"))
         batch_op.drop_index(batch_op.f("ix_device_tokens_device_pk"))
     op.drop_table("device_tokens")
+    op.drop_table("consumer_groups")
+    with op.batch_alter_table("tenants", schema=None) as batch_op:
+        batch_op.drop_column("retention_days")

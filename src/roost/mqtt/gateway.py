@@ -1,0 +1,431 @@
+"""Roost's MQTT device gateway: the registry of connections and sessions, and its public API.
+
+A :class:`Gateway` owns every :class:`~roost.mqtt.session.MQTTSession` (one per connection, from
+TCP or WebSocket) and every :class:`~roost.mqtt.state.SessionState` (per device and client id,
+kept between connections for persistent clients). Its API for the rest of Roost:
+
+* ``deliver(device_pk, topic, payload, qos) -> bool`` publishes to the device's sessions whose
+  subscriptions match (QoS = min(requested, granted)); QoS 1/2 copies are queued for a persistent
+  session that is offline and resent with DUP after a reconnect. False when no session took it.
+* ``route(kind, handler)`` registers the handler for device PUBLISHes on state, command-response
+  and job-update topics (:class:`~roost.mqtt.topics.PublishRoute`).
+* ``on_subscribe(hook)`` calls ``hook(identity, topic_filter)`` after a granted SUBSCRIBE (to send
+  the current delta or pending jobs).
+
+Time is injected: ``tick(now)`` runs every timer (keep alive, CONNECT timeout, credential expiry,
+will delay, session expiry) in one sweep, which :meth:`Gateway.start` schedules once per
+:data:`SWEEP_INTERVAL_S` for the whole gateway instead of a timer per connection.
+
+Refusal decisions (MQTT 5 reason code; MQTT 3.1.1 behaviour). At CONNECT the authenticator's
+exception decides: ``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0x87, anything else →
+0x88 (see :mod:`roost.services.credentials`):
+
+==========================================  =============================  ======================
+case                                        MQTT 5                         MQTT 3.1.1
+==========================================  =============================  ======================
+no / malformed / bad / expired token        CONNACK 0x86                   CONNACK 4
+revoked token, deleted device, username     CONNACK 0x87                   CONNACK 5
+not the token's device
+authenticator or store unavailable          CONNACK 0x88                   CONNACK 3
+enhanced auth (authentication method)       CONNACK 0x8C                   n/a
+client id too long (> 256)                  CONNACK 0x85                   CONNACK 2
+empty client id                             assigned, returned in CONNACK  assigned (clean only)
+same (device, client id) connects again     old one: DISCONNECT 0x8E       old one closed
+SUBSCRIBE outside the device's topics       SUBACK 0x87 for that filter    SUBACK 0x80
+bad filter / $share / over 32 filters       SUBACK 0x8F / 0x9E / 0x97      SUBACK 0x80
+PUBLISH to a forbidden topic, QoS 1/2       PUBACK/PUBREC 0x87             connection closed
+PUBLISH to a forbidden topic, QoS 0         DISCONNECT 0x87                connection closed
+payload refused by ingest                   PUBACK/PUBREC 0x99 + reason;   acknowledged, and the
+                                            recorded as an event too       refusal recorded as an
+                                                                           event of the device
+commit failed (ticket error)                PUBACK/PUBREC 0x80             connection closed (the
+                                                                           device resends)
+state/command/job topic, no handler yet     PUBACK/PUBREC 0x83             acknowledged, logged
+more unacked QoS>0 than Receive Maximum     DISCONNECT 0x93                reading paused
+packet over the maximum size                DISCONNECT 0x95                connection closed
+malformed packet / protocol error           DISCONNECT 0x81 / 0x82         connection closed
+keep alive x 1.5 without a packet           DISCONNECT 0x8D                connection closed
+credential revoked (or device deleted)      DISCONNECT 0x87, no will       closed, no will
+credential expired during the session       DISCONNECT 0x87, no will       closed, no will
+server shutting down                        DISCONNECT 0x8B, no will       closed, no will
+==========================================  =============================  ======================
+
+Revocation uses 0x87 "Not authorized": the reason is the credential, and the client should not
+simply retry as it would after 0x89 "Server busy". A revoked session's will is not published: the
+credential that registered it is no longer trusted. Retained PUBLISHes are taken as ordinary
+ones: no client may subscribe to a device's uplink topics, so a retained copy could never be seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from roost.mqtt import outbound
+from roost.mqtt.decoder import MQTTDecoder
+from roost.mqtt.inbound import run_handler
+from roost.mqtt.packets import PROTOCOL_V5, Properties, ReasonCode, Will
+from roost.mqtt.ports import DeviceAuthenticator, DevicePublish, IngestPort, Link, RouteHandler
+from roost.mqtt.session import MQTTSession
+from roost.mqtt.state import PendingWill, SessionState
+from roost.mqtt.topics import PublishRoute, publish_route
+from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
+
+if TYPE_CHECKING:
+    from roost.config import Settings
+    from roost.domain.devices import DeviceIdentity
+    from roost.runtime import Roost
+
+log = logging.getLogger(__name__)
+
+#: How often the sweep checks keep alives and timers: keep alive is enforced within a second of
+#: 1.5 x the interval, and one pass over 10,000 idle connections costs a few milliseconds.
+SWEEP_INTERVAL_S: Final = 1.0
+
+SubscribeHook = Callable[["DeviceIdentity", str], None]
+
+_WILL_TIMER: Final = 1
+_EXPIRY_TIMER: Final = 2
+_KINDS: Final = {
+    PublishRoute.TELEMETRY: IngestKind.TELEMETRY,
+    PublishRoute.EVENTS: IngestKind.EVENTS,
+    PublishRoute.AUTO: IngestKind.AUTO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The gateway's limits; :meth:`from_settings` takes the tunable ones from Roost settings."""
+
+    max_packet_size: int = 1024 * 1024
+    max_keep_alive_s: int = 1200
+    max_session_expiry_s: int = 24 * 3600
+    max_queued_messages: int = 100
+    # Unacknowledged QoS 1/2 PUBLISHes a client may have in flight to us (v5 Receive Maximum).
+    # 256 covers a group commit's few ms at thousands of messages/s per connection, and bounds
+    # the acknowledgements one connection can make us hold.
+    receive_maximum: int = 256
+    # Our in-flight window towards a 3.1.1 client (it cannot tell us its own).
+    outbound_inflight_v311: int = 20
+    # Topic aliases a v5 client may set up: a handful covers a device's few uplink topics.
+    topic_alias_maximum: int = 8
+    # Subscriptions per session: a device needs four or five.
+    max_subscriptions: int = 32
+    # MQTT 3.1.1 asks servers to allow 23 characters; 256 fits any UUID-style scheme.
+    max_client_id_length: int = 256
+    # A connection that has not sent CONNECT by then is closed (slowloris guard).
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayConfig:
+        """The configuration a Roost process runs with."""
+        return cls(
+            max_packet_size=settings.mqtt_max_packet_bytes,
+            max_keep_alive_s=settings.mqtt_max_keepalive_s,
+            max_session_expiry_s=settings.mqtt_max_session_expiry_s,
+            max_queued_messages=settings.mqtt_max_queued_messages,
+        )
+
+
+class Gateway:
+    """Every MQTT connection and session of one Roost process (see the module docstring)."""
+
+    def __init__(
+        self,
+        authenticator: DeviceAuthenticator,
+        ingest: IngestPort,
+        config: GatewayConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        clock_ns: Callable[[], int] = time.time_ns,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.authenticator = authenticator
+        self.ingest = ingest
+        self.config = config or GatewayConfig()
+        self.clock = clock
+        self.clock_ns = clock_ns
+        self.wall_clock = wall_clock
+        self.connections: set[MQTTSession] = set()
+        self.routes: dict[PublishRoute, RouteHandler] = {}
+        self._states: dict[int, dict[str, SessionState]] = {}
+        self._timers: list[tuple[float, int, int, SessionState, int]] = []
+        self._timer_seq = itertools.count()
+        self._subscribe_hooks: list[SubscribeHook] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._unsubscribe_revocations: Callable[[], None] | None = None
+        self._connack_base = Properties(
+            receive_maximum=self.config.receive_maximum,
+            maximum_packet_size=self.config.max_packet_size,
+            topic_alias_maximum=self.config.topic_alias_maximum or None,
+            shared_subscription_available=False,
+        )
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def open(self, link: Link, peer: str = "") -> MQTTSession:
+        """A new connection's session; feed it what the link receives."""
+        session = MQTTSession(self, link, peer)
+        self.connections.add(session)
+        return session
+
+    def route(self, kind: PublishRoute, handler: RouteHandler) -> None:
+        """Handle device PUBLISHes on ``kind``'s topics with ``handler`` (replacing any)."""
+        if kind.is_ingest:
+            raise ValueError(f"{kind} messages go to the ingest service")
+        self.routes[kind] = handler
+
+    def on_subscribe(self, hook: SubscribeHook) -> None:
+        """Call ``hook(identity, topic_filter)`` after each granted subscription."""
+        self._subscribe_hooks.append(hook)
+
+    def deliver(self, device_pk: int, topic: str, payload: bytes, qos: int) -> bool:
+        """Publish to the device's matching sessions; True when at least one took it."""
+        if qos not in (0, 1, 2):
+            raise ValueError(f"invalid QoS {qos!r}")
+        states = self._states.get(device_pk)
+        if not states:
+            return False
+        return outbound.deliver(states, topic, payload, qos, self.config.max_queued_messages)
+
+    def sessions_of(self, device_pk: int) -> list[SessionState]:
+        """The device's sessions, connected or kept (for inspection and tests)."""
+        return list(self._states.get(device_pk, {}).values())
+
+    def start(self) -> None:
+        """Listen for revocations and start the sweep (idempotent; needs a running loop)."""
+        if self._sweeper is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._unsubscribe_revocations = self.authenticator.on_revoked(self.revoked)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    async def close(self) -> None:
+        """Close every connection (v5: DISCONNECT 0x8B) and stop the sweep."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._unsubscribe_revocations is not None:
+            self._unsubscribe_revocations()
+            self._unsubscribe_revocations = None
+        for session in list(self.connections):
+            session.kick(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down", will=False)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def revoked(self, credential_id: str) -> None:
+        """Close at once every connection opened with a revoked credential."""
+        for session in list(self.connections):
+            identity = session.identity
+            if identity is not None and identity.credential_id == credential_id:
+                session.kick(ReasonCode.NOT_AUTHORIZED, "credential revoked", will=False)
+
+    def admit(self, identity: DeviceIdentity) -> bool:
+        """Whether the device may open another connection (hook for a per-device limit)."""
+        return True
+
+    def tick(self, now: float | None = None) -> None:
+        """Run every timer due at ``now``: connection checks, will delays, session expiry."""
+        now = self.clock() if now is None else now
+        for session in list(self.connections):
+            session.check_timers(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, state, generation = heapq.heappop(timers)
+            if state.generation != generation or state.connection is not None:
+                continue
+            if kind == _WILL_TIMER:
+                pending, state.pending_will = state.pending_will, None
+                if pending is not None:
+                    self.publish_will(pending.identity, pending.ctx, pending.will)
+            else:
+                self._end(state)
+
+    async def settle(self) -> None:
+        """Wait until no task of the gateway is running (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- what sessions ask --------------------------------------------------------------------
+
+    def new_decoder(self) -> MQTTDecoder:
+        """A server-role decoder with the configured packet size limit."""
+        return MQTTDecoder(self.config.max_packet_size, role="server")
+
+    def new_client_id(self) -> str:
+        """A client id for a v5 client that sent an empty one."""
+        return "roost-" + secrets.token_hex(8)
+
+    def connack_properties(self, **fields: Any) -> Properties:
+        """The v5 CONNACK properties: the gateway's limits plus this connection's values."""
+        extra = {name: value for name, value in fields.items() if value is not None}
+        return dataclasses.replace(self._connack_base, **extra) if extra else self._connack_base
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the gateway keeps a reference to (and logs if it fails)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("MQTT gateway task failed", exc_info=task.exception())
+
+    def record_refusal(
+        self, ctx: Any, topic: str, errors: list[dict[str, Any]], recv_ns: int
+    ) -> None:
+        """Record a refused message as an event of the device (in the background)."""
+        self.spawn(self.ingest.record_refusal(ctx, topic, errors, recv_ns))
+
+    def subscribed(self, session: MQTTSession, topic_filter: str) -> None:
+        """Tell the hooks about a granted subscription."""
+        if session.identity is None:
+            return
+        for hook in self._subscribe_hooks:
+            try:
+                hook(session.identity, topic_filter)
+            except Exception:
+                log.exception("subscribe hook failed for %s", topic_filter)
+
+    def attach(self, session: MQTTSession, clean_start: bool, expiry_s: int) -> bool:
+        """Bind an authenticated connection to its session; True when an old one is resumed."""
+        identity = session.identity
+        assert identity is not None
+        key = session.client_id
+        state = self._states.get(identity.device_pk, {}).get(key)
+        if state is not None and state.connection is not None:
+            state.connection.kick(
+                ReasonCode.SESSION_TAKEN_OVER, "session taken over by a new connection", will=True
+            )
+            state = self._states.get(identity.device_pk, {}).get(key)
+        present = False
+        if state is not None:
+            if clean_start:
+                self._end(state)
+                state = None
+            else:
+                present = True
+                state.pending_will = None  # resumed within the will delay: no will
+        if state is None:
+            state = SessionState(identity.device_pk, key, expiry_s)
+            self._states.setdefault(identity.device_pk, {})[key] = state
+        state.expiry_s = expiry_s
+        state.generation += 1
+        state.connection = session
+        session.state = state
+        return present
+
+    def detach(self, session: MQTTSession, *, will: bool) -> None:
+        """A connection ended: keep or drop its session, publish or schedule its will."""
+        self.connections.discard(session)
+        state = session.state
+        if state is None or state.connection is not session:
+            return
+        state.connection = None
+        state.generation += 1
+        last_will = session.will if will else None
+        identity = session.identity
+        assert identity is not None
+        if not state.expiry_s:
+            self._end(state)
+            if last_will is not None:
+                self.publish_will(identity, session.ctx, last_will)
+            return
+        now = self.clock()
+        self._schedule(now + state.expiry_s, _EXPIRY_TIMER, state)
+        if last_will is None:
+            return
+        delay = (
+            (last_will.properties.will_delay_interval or 0) if session.level == PROTOCOL_V5 else 0
+        )
+        if delay:
+            state.pending_will = PendingWill(identity, session.ctx, last_will)
+            self._schedule(now + min(delay, state.expiry_s), _WILL_TIMER, state)
+        else:
+            self.publish_will(identity, session.ctx, last_will)
+
+    def _schedule(self, deadline: float, kind: int, state: SessionState) -> None:
+        entry = (deadline, next(self._timer_seq), kind, state, state.generation)
+        heapq.heappush(self._timers, entry)
+
+    def _end(self, state: SessionState) -> None:
+        """A session ends: forget it, and publish a will still waiting out its delay."""
+        states = self._states.get(state.device_pk)
+        if states is not None and states.get(state.client_id) is state:
+            del states[state.client_id]
+            if not states:
+                del self._states[state.device_pk]
+        state.generation += 1
+        state.clear_undelivered()
+        pending, state.pending_will = state.pending_will, None
+        if pending is not None:
+            self.publish_will(pending.identity, pending.ctx, pending.will)
+
+    def _sweep(self) -> None:
+        try:
+            self.tick()
+        finally:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    # -- wills --------------------------------------------------------------------------------
+
+    def publish_will(self, identity: DeviceIdentity, ctx: Any, will: Will) -> None:
+        """Publish a will as if the device had sent it: same ACL, same ingest or handler."""
+        route = publish_route(identity.device_id, will.topic)
+        if route is None:
+            log.warning(
+                "will of %s to %r is not an allowed topic; dropped", identity.device_id, will.topic
+            )
+            return
+        recv_ns = self.clock_ns()
+        if route.is_ingest:
+            kind = _KINDS[route]
+            outcome = self.ingest.try_submit(ctx, kind, will.payload, recv_ns)
+            if outcome is None or outcome.busy:
+                self.spawn(self._will_slow(ctx, kind, will, recv_ns, outcome))
+            else:
+                self._will_outcome(ctx, will, outcome, recv_ns)
+            return
+        handler = self.routes.get(route)
+        if handler is None:
+            log.info("will of %s on %s: no handler yet; dropped", identity.device_id, will.topic)
+            return
+        message = DevicePublish(identity, will.topic, will.payload, will.qos, recv_ns)
+        self.spawn(run_handler(handler, message, CommitTicket()))
+
+    async def _will_slow(
+        self, ctx: Any, kind: IngestKind, will: Will, recv_ns: int, outcome: IngestOutcome | None
+    ) -> None:
+        while outcome is None or outcome.busy:
+            if outcome is None:
+                outcome = await self.ingest.submit(ctx, kind, will.payload, recv_ns)
+            else:
+                await self.ingest.wait_for_capacity()
+                outcome = self.ingest.try_submit(ctx, kind, will.payload, recv_ns)
+        self._will_outcome(ctx, will, outcome, recv_ns)
+
+    def _will_outcome(self, ctx: Any, will: Will, outcome: IngestOutcome, recv_ns: int) -> None:
+        if outcome.errors:
+            log.info("will on %s refused: %s", will.topic, outcome.errors[0])
+            self.record_refusal(ctx, will.topic, outcome.errors, recv_ns)
+
+
+def gateway_for(roost: Roost) -> Gateway:
+    """The Roost's gateway, made on first use (the TCP listener and ``/mqtt`` share it)."""
+    if roost.mqtt_gateway is None:
+        config = GatewayConfig.from_settings(roost.settings)
+        roost.mqtt_gateway = Gateway(roost.device_auth, roost.ingest, config)
+    return roost.mqtt_gateway

@@ -1,0 +1,100 @@
+"""The small interfaces the MQTT gateway depends on, so its state machine runs without sockets.
+
+* :class:`DeviceAuthenticator` checks a CONNECT's credentials and reports revocations
+  (``roost.device_auth`` in a running Roost).
+* :class:`IngestPort` takes telemetry and events (``roost.ingest``, see
+  :mod:`roost.services.ingest_types` for the contract of ``try_submit`` / ``submit``).
+* :class:`Link` is the byte pipe of one connection: an asyncio transport, a WebSocket, or a
+  recording fake in the tests.
+* :data:`RouteHandler` handles a device PUBLISH on a state, command or job topic (issue 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from roost.domain.devices import DeviceIdentity
+from roost.services.ingest_types import IngestKind, IngestOutcome
+
+
+class DeviceAuthenticator(Protocol):
+    """Turns MQTT credentials into a device identity."""
+
+    async def authenticate_mqtt(
+        self, username: str | None, password: bytes | None
+    ) -> DeviceIdentity:
+        """The device, or raise AuthenticationFailed (bad credential) / PermissionDenied."""
+        ...
+
+    def on_revoked(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(credential_id)`` for each revoked credential; answer an unsubscriber."""
+        ...
+
+
+class IngestPort(Protocol):
+    """The ingest service as the gateway uses it."""
+
+    async def device_context(self, identity: DeviceIdentity) -> Any:
+        """The device's ingest context, fetched once per connection."""
+        ...
+
+    def try_submit(
+        self, ctx: Any, kind: IngestKind, payload: bytes, recv_ns: int, msg_id: str | None = None
+    ) -> IngestOutcome | None:
+        """Take a message synchronously, or None when :meth:`submit` must do slow work."""
+        ...
+
+    async def submit(
+        self, ctx: Any, kind: IngestKind, payload: bytes, recv_ns: int, msg_id: str | None = None
+    ) -> IngestOutcome:
+        """Take a message, doing the slow work first."""
+        ...
+
+    async def wait_for_capacity(self) -> None:
+        """Return once the writer takes messages again (after a ``busy`` outcome)."""
+        ...
+
+    async def record_refusal(
+        self, ctx: Any, topic: str, errors: list[dict[str, Any]], recv_ns: int
+    ) -> None:
+        """Record a refused message as an event of the device, so it is visible in the API."""
+        ...
+
+
+class Link(Protocol):
+    """One connection's byte pipe, as the session state machine drives it."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is queued, then close; the owner later reports the connection lost."""
+        ...
+
+    def pause_reading(self) -> None:
+        """Stop delivering received bytes (push back on the peer)."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Deliver received bytes again."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePublish:
+    """A device's PUBLISH on a routed (non-ingest) topic, as a route handler receives it."""
+
+    identity: DeviceIdentity
+    topic: str
+    payload: bytes
+    qos: int
+    recv_ns: int
+
+
+#: ``await handler(message)``; returning means handled (the device gets its acknowledgement),
+#: raising ``roost.errors.InvalidInput`` refuses the payload (v5 reason 0x99), ``PermissionDenied``
+#: refuses as not authorized (0x87), anything else is an unspecified error (0x80).
+RouteHandler = Callable[[DevicePublish], Awaitable[None]]

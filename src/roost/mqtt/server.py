@@ -1,0 +1,136 @@
+"""The asyncio MQTT listener: moves bytes between sockets and the sans-IO sessions, nothing more.
+
+Built for density: one :class:`MQTTConnection` (an ``asyncio.Protocol`` with ``__slots__``) per
+socket, no task and no timer per connection (the gateway sweeps keep alives once a second), and
+the transport's own flow control (``pause_writing``) pauses reading when a client does not read
+what we send. The listener is created in one place, :meth:`MQTTServer.start`, which takes an
+``ssl.SSLContext`` for MQTT over TLS (8883) when client certificates arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any, Final, cast
+
+if TYPE_CHECKING:
+    from roost.mqtt.gateway import Gateway
+    from roost.mqtt.session import MQTTSession
+
+log = logging.getLogger(__name__)
+
+#: Pending connections the kernel queues for accept(): a fleet reconnecting after an outage
+#: arrives in bursts of thousands.
+LISTEN_BACKLOG: Final = 4096
+#: Outgoing bytes buffered per connection before reading from it pauses; a few hundred
+#: acknowledgements or one large command, and small enough that 10,000 slow readers stay cheap.
+WRITE_HIGH_WATER: Final = 64 * 1024
+
+
+class MQTTConnection(asyncio.Protocol):
+    """One socket: feeds its session and is the session's :class:`~roost.mqtt.ports.Link`."""
+
+    __slots__ = ("_gateway", "_session", "_transport")
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._transport: asyncio.Transport | None = None
+        self._session: MQTTSession | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peer: Any = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        self._session = self._gateway.open(self, where)
+
+    def data_received(self, data: bytes) -> None:
+        session = self._session
+        if session is not None:
+            session.feed(data)
+
+    def eof_received(self) -> bool:
+        return False  # half-closed by the peer: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.connection_lost()
+
+    def pause_writing(self) -> None:
+        if self._session is not None:
+            self._session.writing_paused(True)
+
+    def resume_writing(self) -> None:
+        if self._session is not None:
+            self._session.writing_paused(False)
+
+    # -- Link ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes on the socket."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def close(self) -> None:
+        """Close once what is queued has been sent."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+
+class MQTTServer:
+    """The MQTT listener of one address and port (TCP, or TLS given an ``ssl.SSLContext``)."""
+
+    def __init__(
+        self, gateway: Gateway, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.gateway = gateway
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and listen (port 0 picks a free port; :attr:`port` then tells which)."""
+        self.gateway.start()
+        loop = asyncio.get_running_loop()
+        gateway = self.gateway
+        self._server = await loop.create_server(
+            lambda: MQTTConnection(gateway),
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info(
+            "MQTT listening on %s:%s%s", self.host, self.port, " (TLS)" if self.ssl_context else ""
+        )
+
+    async def close(self) -> None:
+        """Stop accepting connections (the gateway closes the live ones)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,90 @@
+"""The device ACL (roost.mqtt.topics): pure functions, every allowed and refused shape."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roost.mqtt.topics import PublishRoute, may_subscribe, publish_route, topic_matches
+
+DEV = "dev-1"
+
+
+@pytest.mark.parametrize(
+    ("topic", "route"),
+    [
+        ("devices/dev-1/telemetry", PublishRoute.TELEMETRY),
+        ("devices/dev-1/events", PublishRoute.EVENTS),
+        ("dev-1", PublishRoute.AUTO),
+        ("devices/dev-1/state/reported", PublishRoute.STATE_REPORTED),
+        ("devices/dev-1/commands/c-9/response", PublishRoute.COMMAND_RESPONSE),
+        ("devices/dev-1/jobs/job-3/update", PublishRoute.JOB_UPDATE),
+    ],
+)
+def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -> None:
+    assert publish_route(DEV, topic) is route
+    assert route.is_ingest == (
+        route in (PublishRoute.TELEMETRY, PublishRoute.EVENTS, PublishRoute.AUTO)
+    )
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "devices/dev-2/telemetry", "dev-2", "devices/dev-1", "devices/dev-1/",
+        "devices/dev-1/other",
+        "devices/dev-1/telemetry/x", "devices/dev-1/state/desired", "devices/dev-1/state/delta",
+        "devices/dev-1/commands/c-9", "devices/dev-1/commands//response",
+        "devices/dev-1/jobs/notify", "devices/dev-1/jobs/j/update/accepted", "$SYS/broker",
+        "/devices/dev-1/telemetry", "devices/dev-10/telemetry", "dev-1/telemetry", "",
+    ],
+)  # fmt: skip
+def test_anything_else_is_not_publishable(topic: str) -> None:
+    assert publish_route(DEV, topic) is None
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    [
+        "devices/dev-1/commands/#", "devices/dev-1/commands/+", "devices/dev-1/commands/c-1",
+        "devices/dev-1/state/desired", "devices/dev-1/state/delta", "devices/dev-1/jobs/notify",
+        "devices/dev-1/jobs/+/update/accepted", "devices/dev-1/jobs/+/update/rejected",
+        "devices/dev-1/jobs/#",
+    ],
+)  # fmt: skip
+def test_a_device_subscribes_inside_its_own_subtrees(topic_filter: str) -> None:
+    assert may_subscribe(DEV, topic_filter)
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    [
+        "#", "+", "devices/#", "devices/+/commands/#", "devices/dev-1/#", "devices/dev-1/+",
+        "devices/dev-1/+/delta", "devices/dev-1/telemetry", "devices/dev-2/commands/#",
+        "devices/dev-1", "dev-1", "+/dev-1/commands/#", "$SYS/#",
+    ],
+)  # fmt: skip
+def test_filters_reaching_outside_are_refused(topic_filter: str) -> None:
+    assert not may_subscribe(DEV, topic_filter)
+
+
+LEVEL = st.sampled_from(["devices", "dev-1", "dev-2", "commands", "state", "jobs", "x", "+", "#"])
+
+
+@given(st.lists(LEVEL, min_size=1, max_size=6), st.lists(st.sampled_from(
+    ["devices", "dev-1", "dev-2", "commands", "state", "jobs", "telemetry", "x"]), min_size=1,
+    max_size=6))  # fmt: skip
+def test_an_allowed_filter_only_matches_the_devices_own_subtrees(
+    levels: list[str], topic_levels: list[str]
+) -> None:
+    topic_filter = "/".join(levels)
+    if "#" in levels[:-1]:
+        return  # not a valid filter
+    topic = "/".join(topic_levels)
+    if may_subscribe(DEV, topic_filter) and topic_matches(topic_filter, topic):
+        assert topic_levels[:2] == ["devices", DEV] and topic_levels[2] in {
+            "commands",
+            "state",
+            "jobs",
+        }
