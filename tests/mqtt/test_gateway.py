@@ -19,16 +19,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from roost.mqtt.codec import Connect, Disconnect, MQTTDecoder, Publish, Will, encode
-from roost.runtime import Roost
 from tests.support import ADMIN_PASSWORD, Api, RoostServer, free_port, unique
 
 MAX_PACKET = 64 * 1024
 TIMEOUT = 10
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(Roost, "ingest"),
-    reason="the ingest service is not wired into Roost yet",
-)
 
 
 @pytest.fixture(scope="module")
