@@ -19,6 +19,8 @@ from tests.support import (
 )
 
 BACKENDS = ["sqlite", "postgresql"]
+# Telemetry retention applied every second (not hourly), so that tests can watch it work.
+SERVER_ENV = {"ROOST_RETENTION_CHECK_S": "1"}
 
 
 def _start(tmp: Path, backend: str) -> Iterator[RoostServer]:
@@ -27,13 +29,13 @@ def _start(tmp: Path, backend: str) -> Iterator[RoostServer]:
         if reason:
             skip_or_fail(reason)
         with fresh_postgres_database() as url:
-            server = RoostServer(tmp, database_url=url).start()
+            server = RoostServer(tmp, database_url=url, env_overrides=SERVER_ENV).start()
             try:
                 yield server
             finally:
                 server.stop()
     else:
-        server = RoostServer(tmp).start()
+        server = RoostServer(tmp, env_overrides=SERVER_ENV).start()
         try:
             yield server
         finally:

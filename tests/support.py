@@ -208,3 +208,44 @@ def assert_problem(
 def unique(prefix: str) -> str:
     """A unique id for records of one test."""
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@contextmanager
+def private_nats(tmp: Path) -> Iterator[str]:
+    """A ``nats-server -js`` of the test's own (free port, storage in ``tmp``); yields its URL.
+
+    A Roost in scale mode owns the ``ROOST_INGEST`` stream of the NATS account it uses; a server
+    of its own keeps one test's Roost from taking another's batches (as separate accounts would
+    in production).
+    """
+    import shutil
+
+    binary = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    if binary is None:
+        skip_or_fail("nats-server is not installed (Debian package nats-server)")
+        raise AssertionError("unreachable")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not come up on port {port}")
+            time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -68,6 +68,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Consumer groups can read the ingest log this far back (compacted data stays queryable).
     stream_retention_s: int = 3600
+    # How often tenants' telemetry retention (retention_days) is applied; also once at start.
+    retention_check_s: int = 3600
     log_level: str = "info"
     sqlite_synchronous: str = "NORMAL"
 
@@ -94,6 +96,7 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "login_max_failures": int,
     "login_window_s": int,
     "stream_retention_s": int,
+    "retention_check_s": int,
     "cors_origins": _list,
 }
 

@@ -384,6 +384,27 @@ async def test_invalid_subjects_are_refused(bus: Bus, family: str) -> None:
         await bus.stream_consume(f"{family}.>", "writer", got.handler, batch=0)
 
 
+async def test_payloads_beyond_the_maximum_are_refused_and_the_maximum_passes(
+    bus: Bus, peer: Bus, family: str
+) -> None:
+    assert bus.max_payload >= 1024 * 1024  # NATS's default; the memory bus uses the same
+    inbox = Inbox()
+    await peer.subscribe(f"{family}.n", inbox.handler)
+    largest = b"x" * bus.max_payload
+    with pytest.raises(ValueError, match="maximum payload"):
+        await bus.publish(f"{family}.n", largest + b"x")
+    with pytest.raises(ValueError, match="maximum payload"):
+        await bus.stream_publish(f"{family}.s", largest + b"x")
+    await bus.publish(f"{family}.n", largest)
+    await inbox.wait_count(1)
+    assert inbox.items == [(f"{family}.n", largest)]
+    got = Batches()
+    await bus.stream_publish(f"{family}.s", largest)
+    await bus.stream_consume(f"{family}.>", "writer", got.handler)
+    await got.wait_count(1)
+    assert [m.data for m in got.messages] == [largest]
+
+
 async def test_throughput_smoke_every_message_exactly_once(
     bus: Bus, peer: Bus, family: str
 ) -> None:

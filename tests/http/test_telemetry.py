@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from typing import Any
 
 import httpx
@@ -477,3 +478,73 @@ def test_live_stream_delivers_what_is_committed(tenant: Tenant, server: RoostSer
         (device_id, "t", 2.0),
     ]
     assert other_id != device_id
+
+
+def test_concurrent_messages_creating_sensors_of_one_device_all_land(
+    tenant: Tenant, server: RoostServer
+) -> None:
+    """Each request makes a sensor of the same device at once: no one chases a moving state."""
+    device_id, device = device_with_token(tenant)
+    token = device.headers["Authorization"]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": token}, timeout=30
+        ) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{V1}/telemetry",
+                        json=[{"sensor_id": f"s{n}", "timestamp": SEED + k, "value": k}
+                              for k in range(50)],
+                    )
+                    for n in range(16)
+                )
+            )  # fmt: skip
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses]
+    for n in range(16):
+        assert [p["value"] for p in history(tenant.viewer, device_id, f"s{n}", order="asc")] == [
+            float(k) for k in range(50)
+        ]
+
+
+def test_tenant_retention_drops_old_telemetry_and_events(tenant: Tenant, admin: Api) -> None:
+    """PATCH a tenant's retention_days: its older data goes (whole blocks), the rest stays."""
+    device_id, device = device_with_token(tenant)
+    now = int(time.time())
+    old, recent = now - 40 * 86_400, now - 10 * 86_400
+    body = [{"sensor_id": "old", "timestamp": old + n, "value": n} for n in range(20)]
+    body += [{"sensor_id": "new", "timestamp": recent + n, "value": n} for n in range(20)]
+    assert post(device, body).status_code == 200
+    events = [{"event": "tap", "ts": old}, {"event": "tap", "ts": recent}]
+    assert post(device, events, door="events").status_code == 200
+    # Another tenant's (the superuser's own, 'default') equally old data is not touched.
+    other_id = unique("keep")
+    assert admin.post(f"{V1}/devices", json={"id": other_id}).status_code == 201
+    other_token = admin.post(f"{V1}/devices/{other_id}/tokens", json={}).json()["token"]
+    other = tenant.client(other_token)
+    assert (
+        post(
+            other, [{"sensor_id": "old", "timestamp": old + n, "value": n} for n in range(20)]
+        ).status_code
+        == 200
+    )
+    resp = admin.patch(f"{V1}/tenants/{tenant.id}", json={"retention_days": 30})
+    assert resp.status_code == 200 and resp.json()["retention_days"] == 30
+    span = {"from": old - 1, "to": now + 1}
+    deadline = time.monotonic() + 20
+    while history(tenant.viewer, device_id, "old", **span) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert history(tenant.viewer, device_id, "old", **span) == []
+    assert [p["value"] for p in history(tenant.viewer, device_id, "new", **span)] == [
+        float(n) for n in range(20)
+    ]
+    kept = tenant.viewer.get(
+        f"{V1}/devices/{device_id}/events", params={"type": "tap", **span}
+    ).json()["items"]
+    assert [e["ts"][:10] for e in kept] == [time.strftime("%Y-%m-%d", time.gmtime(recent))]
+    assert len(history(admin, other_id, "old", **span)) == 20
+    assert_problem(admin.patch(f"{V1}/tenants/{tenant.id}", json={"retention_days": 0}), 422)
+    assert admin.delete(f"{V1}/devices/{other_id}").status_code == 204

@@ -23,6 +23,7 @@ from tests.support import (
     free_port,
     fresh_postgres_database,
     postgres_reachable,
+    private_nats,
     skip_or_fail,
 )
 
@@ -31,16 +32,22 @@ MESSAGES = 6000
 KILL_AFTER_ACKS = 1500
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+nats"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Where the server keeps its data: ROOST_* settings."""
     if request.param == "sqlite":
-        yield ""
+        yield {}
         return
     reason = postgres_reachable()
     if reason:
         skip_or_fail(reason)
     with fresh_postgres_database() as url:
-        yield url
+        if request.param == "postgresql":
+            yield {"ROOST_DATABASE_URL": url}
+            return
+        # Scale mode: PUBACK once JetStream has the batch; a worker commits it to PostgreSQL.
+        with private_nats(tmp_path / "nats") as nats_url:
+            yield {"ROOST_DATABASE_URL": url, "ROOST_BUS_URL": nats_url}
 
 
 class Streamer:
@@ -76,10 +83,10 @@ class Streamer:
         self.client.disconnect()
 
 
-def test_every_acknowledged_message_survives_sigkill(tmp_path: Path, database_url: str) -> None:
-    server = RoostServer(
-        tmp_path / "data", database_url=database_url, mqtt_port=free_port()
-    ).start()
+def test_every_acknowledged_message_survives_sigkill(
+    tmp_path: Path, backend: dict[str, str]
+) -> None:
+    server = RoostServer(tmp_path / "data", env_overrides=backend, mqtt_port=free_port()).start()
     try:
         with Api(server.url) as anon:
             admin = anon.as_token(anon.login("admin", ADMIN_PASSWORD))
@@ -110,7 +117,7 @@ def test_every_acknowledged_message_survives_sigkill(tmp_path: Path, database_ur
 
     # Back up on the same data: the device resends everything it has no acknowledgement for.
     server = RoostServer(
-        tmp_path / "data", database_url=database_url, mqtt_port=free_port(), port=server.port
+        tmp_path / "data", env_overrides=backend, mqtt_port=free_port(), port=server.port
     ).start()
     try:
         resender = Streamer(server.mqtt_port, "crashy", token, "crashy-2")
@@ -125,14 +132,20 @@ def test_every_acknowledged_message_survives_sigkill(tmp_path: Path, database_ur
 
         with Api(server.url) as anon:
             admin = anon.as_token(anon.login("admin", ADMIN_PASSWORD))
-            points = admin.get(
-                "/api/v1/devices/crashy/telemetry",
-                params={"sensor": "count", "order": "asc", "limit": 100_000},
-            ).json()["items"]
-            events = admin.get(
-                "/api/v1/devices/crashy/events",
-                params={"type": "tick", "order": "asc", "limit": 100_000},
-            ).json()["items"]
+            # In scale mode the worker commits what JetStream acknowledged just behind: wait.
+            deadline = time.monotonic() + 60
+            while True:
+                points = admin.get(
+                    "/api/v1/devices/crashy/telemetry",
+                    params={"sensor": "count", "order": "asc", "limit": 100_000},
+                ).json()["items"]
+                events = admin.get(
+                    "/api/v1/devices/crashy/events",
+                    params={"type": "tick", "order": "asc", "limit": 100_000},
+                ).json()["items"]
+                if len(points) + len(events) >= sent or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             admin.close()
         stored_points = [int(p["value"]) for p in points]
         stored_events = [e["body"]["n"] for e in events]

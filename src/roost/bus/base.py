@@ -44,6 +44,10 @@ StreamHandler = Callable[[Sequence[StreamMessage]], Awaitable[None]]
 # batch within seconds (its keep-alive and retry timers are well under a minute); two minutes
 # covers a reconnect too, and longer-lived duplicates are caught by the store's sequence numbers.
 DEDUPE_WINDOW_S = 120.0
+# The largest message either backend takes, unless the NATS server says otherwise (its
+# ``max_payload``, 1 MiB by default): code that runs on memory:// meets the limit it will meet
+# on nats://.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # A batch whose handler raised comes back after REDELIVERY_DELAY_S, doubled on each further
 # failure up to REDELIVERY_DELAY_MAX_S: quick enough for a transient error (a deadlock retry),
 # slow enough that a poison batch or a database that is down does not spin a core.
@@ -90,6 +94,19 @@ class Bus(abc.ABC):
     async def ping(self) -> None:
         """Raise roost.errors.Unavailable unless the bus answers."""
 
+    @property
+    def max_payload(self) -> int:
+        """The largest ``data`` (bytes) publish and stream_publish take."""
+        return DEFAULT_MAX_PAYLOAD
+
+    def check_payload(self, subject: str, data: bytes) -> None:
+        """Raise ValueError when ``data`` is larger than :attr:`max_payload`."""
+        if len(data) > self.max_payload:
+            raise ValueError(
+                f"a message of {len(data)} bytes on {subject} exceeds the bus's maximum "
+                f"payload of {self.max_payload} bytes"
+            )
+
     # -- notifications -----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -97,7 +114,8 @@ class Bus(abc.ABC):
         """Send a notification to every current subscriber of a matching subject.
 
         Never waits for subscribers: each has its own bounded queue (see
-        :attr:`Subscription.dropped`). Raises ValueError for a subject with a wildcard.
+        :attr:`Subscription.dropped`). Raises ValueError for a subject with a wildcard or data
+        larger than :attr:`max_payload`.
         """
 
     @abc.abstractmethod
@@ -118,7 +136,8 @@ class Bus(abc.ABC):
         The stream is the subject's family (``roost.ingest.x`` → ``ROOST_INGEST``, see
         :mod:`roost.bus.subjects`), created on first use. A ``msg_id`` seen again within the
         de-duplication window (:data:`DEDUPE_WINDOW_S`) is stored once (the original sequence is
-        answered). Raises roost.errors.Unavailable when the stream cannot take it.
+        answered). Raises roost.errors.Unavailable when the stream cannot take it, ValueError
+        when ``data`` is larger than :attr:`max_payload`.
         """
 
     @abc.abstractmethod

@@ -305,6 +305,7 @@ class MemoryBus(Bus):
         """Queue the notification for every matching subscription (never waits for them)."""
         self._check_open()
         check_subject(subject)
+        self.check_payload(subject, data)
         backlog = False
         for subscription in self._exact.get(subject, ()):
             backlog |= subscription.offer(subject, data)
@@ -351,6 +352,7 @@ class MemoryBus(Bus):
         """Append to the family's in-memory stream; de-duplicate on ``msg_id``."""
         self._check_open()
         check_subject(subject)
+        self.check_payload(subject, data)
         return self._stream(stream_family(subject)).append(subject, data, msg_id)
 
     async def stream_consume(

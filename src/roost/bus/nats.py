@@ -57,6 +57,7 @@ from nats.js.client import JetStreamContext
 
 from roost.bus.base import (
     DEDUPE_WINDOW_S,
+    DEFAULT_MAX_PAYLOAD,
     Bus,
     NotificationHandler,
     StreamHandler,
@@ -253,12 +254,21 @@ class NatsBus(Bus):
             raise Unavailable(f"the bus is not connected to NATS at {self._url} (call start())")
         return self._nc, self._js
 
+    @property
+    def max_payload(self) -> int:
+        """The server's ``max_payload`` (from its INFO), once connected."""
+        nc = self._nc
+        if nc is None or not nc.max_payload:
+            return DEFAULT_MAX_PAYLOAD
+        return int(nc.max_payload)
+
     # -- notifications -----------------------------------------------------------------------
 
     async def publish(self, subject: str, data: bytes) -> None:
         """Publish on core NATS (buffered by nats-py while reconnecting)."""
         check_subject(subject)
         nc, _ = self._client()
+        self.check_payload(subject, data)
         try:
             await nc.publish(subject, data)
         except DRIVER_ERRORS as exc:
@@ -373,6 +383,7 @@ class NatsBus(Bus):
         check_subject(subject)
         family = stream_family(subject)
         self._client()
+        self.check_payload(subject, data)
         if family not in self._ready_streams:
             await self._stream_for(family)
         publisher = self._publisher

@@ -116,6 +116,10 @@ class IngestService:
         self.store = store
         self.writer = writer
         self._states: dict[int, DeviceState] = {}
+        # Invalidations so far, per device and for all: a state loaded while one happened may
+        # predate it, so it is used by the one who loaded it but not cached.
+        self._changes: dict[int, int] = {}
+        self._all_changes = 0
 
     # -- device contexts ---------------------------------------------------------------------
 
@@ -133,12 +137,23 @@ class IngestService:
             ctx.state = await self._current_state(ctx.identity)
 
     async def _current_state(self, identity: DeviceIdentity) -> DeviceState:
-        state = self._states.get(identity.device_pk)
+        pk = identity.device_pk
+        state = self._states.get(pk)
         if state is None or state.stale:
+            before = (self._changes.get(pk, 0), self._all_changes)
             fresh = await self._load_state(identity)
             if state is not None:
                 fresh.recent_ids = state.recent_ids
-            state = self._states[identity.device_pk] = fresh
+            cached = self._states.get(pk)
+            if cached is not None and not cached.stale:
+                # Another caller loaded it meanwhile: share that one, so that the next
+                # invalidation (which marks the cached state) reaches every holder.
+                return cached
+            if (self._changes.get(pk, 0), self._all_changes) == before:
+                self._states[pk] = fresh
+            else:  # a change came in while it loaded: right for now, not to be kept
+                fresh.stale = True
+            state = fresh
         return state
 
     async def _load_state(self, identity: DeviceIdentity) -> DeviceState:
@@ -173,7 +188,13 @@ class IngestService:
 
     def invalidate(self, device_pks: Iterable[int] | None = None) -> None:
         """Forget cached contexts (all when None): their sensors or model changed."""
-        targets = list(self._states) if device_pks is None else list(device_pks)
+        if device_pks is None:
+            self._all_changes += 1
+            targets = list(self._states)
+        else:
+            targets = list(device_pks)
+            for pk in targets:
+                self._changes[pk] = self._changes.get(pk, 0) + 1
         for pk in targets:
             state = self._states.pop(pk, None)
             if state is not None:
@@ -190,10 +211,11 @@ class IngestService:
         msg_id: str | None = None,
         *,
         _msg_id_checked: bool = False,
+        _just_loaded: bool = False,
     ) -> IngestOutcome | None:
         """Take a message synchronously; None when it needs :meth:`submit` (slow work first)."""
         state = ctx.state
-        if state.stale:
+        if state.stale and not _just_loaded:
             return None
         if self.writer.full():
             return IngestOutcome(busy=True)
@@ -314,13 +336,20 @@ class IngestService:
             if known:
                 ctx.state.remember(msg_id, None)
                 return IngestOutcome(duplicate=True)
-        for _attempt in range(3):
+        for _attempt in range(4):
             missing, errors = self._plan_sensors(ctx, kind, items)
             if errors:
                 return IngestOutcome(errors=errors)
             if missing:
-                await self._create_sensors(ctx, missing)
-            outcome = self.try_submit(ctx, kind, document, recv_ns, msg_id, _msg_id_checked=True)
+                await self._create_sensors(ctx, missing)  # and refreshes ctx
+                continue  # plan again on the state that holds them
+            # ctx.state was loaded after every change this message needed: other connections
+            # creating sensors of the device meanwhile may have marked it stale, but what it says
+            # of this message's sensors holds. Without this, a device whose connections each
+            # create a sensor at once would chase a moving state.
+            outcome = self.try_submit(
+                ctx, kind, document, recv_ns, msg_id, _msg_id_checked=True, _just_loaded=True
+            )
             if outcome is None:
                 await self.refresh(ctx)
                 continue

@@ -42,11 +42,13 @@ class TelemetryMaintenance:
         *,
         log_retention_s: float,
         compact_idle_s: float = COMPACT_IDLE_S,
+        retention_every_s: float = RETENTION_EVERY_S,
     ) -> None:
         self.store = store
         self.db = db
         self.log_retention_s = log_retention_s
         self.compact_idle_s = compact_idle_s
+        self.retention_every_s = retention_every_s
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -55,7 +57,7 @@ class TelemetryMaintenance:
             asyncio.create_task(self._loop(self.compact_once, 0.0), name="ts-compaction"),
             asyncio.create_task(self._loop(self.trim_once, TRIM_EVERY_S), name="ts-trim"),
             asyncio.create_task(
-                self._loop(self.retention_once, RETENTION_EVERY_S), name="ts-retention"
+                self._loop(self.retention_once, self.retention_every_s), name="ts-retention"
             ),
         ]
 
@@ -116,4 +118,4 @@ class TelemetryMaintenance:
                     tenant_id,
                     days,
                 )
-        return RETENTION_EVERY_S
+        return self.retention_every_s

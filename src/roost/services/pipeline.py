@@ -17,7 +17,9 @@ process's ingest cache through the bus.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 
 import orjson
@@ -35,7 +37,7 @@ from roost.services.telemetry import SeriesDirectory, TelemetryService
 from roost.store.database import Database
 from roost.store.timeseries import open_timeseries
 from roost.store.timeseries.base import TimeSeriesStore
-from roost.store.timeseries.batch import DecodedBatch, concat, decode
+from roost.store.timeseries.batch import DecodedBatch, concat, decode, split
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ WRITERS_DURABLE = "roost-writers"
 REGISTRY_SUBJECT = "roost.registry.changed"
 # Stream messages (each a batch) merged into one store commit in scale mode.
 STREAM_BATCH = 64
+# Bytes kept free below the bus's maximum payload for what wraps a batch (the commit offset).
+_ANNOUNCEMENT_HEADROOM = 4096
 
 
 class TelemetryPipeline:
@@ -61,6 +65,8 @@ class TelemetryPipeline:
     ) -> None:
         self.settings = settings
         self.bus = bus
+        # Names this process's registry notices, which it applies before publishing them.
+        self._origin = secrets.token_hex(8)
         self.scale = settings.bus_url.split(":", 1)[0].lower() in {"nats", "tls"}
         self.store = store or open_timeseries(
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
@@ -72,7 +78,10 @@ class TelemetryPipeline:
         self.streams = StreamService(db, self.store, self.directory, devices.clock)
         self.live = LiveHub(bus, self.directory)
         self.maintenance = TelemetryMaintenance(
-            self.store, db, log_retention_s=settings.stream_retention_s
+            self.store,
+            db,
+            log_retention_s=settings.stream_retention_s,
+            retention_every_s=settings.retention_check_s,
         )
         devices.on_change.append(self.registry_changed)
         inventory.on_update.append(self._record_updated)
@@ -120,12 +129,30 @@ class TelemetryPipeline:
     async def _commit_batch(self, batch: DecodedBatch) -> int:
         """Embedded mode: the store commit is the acknowledgement point."""
         committed = await self.store.append(batch)
-        await self.bus.publish(COMMITTED_SUBJECT, announcement(committed.first_offset, batch))
+        try:
+            # Announced in parts the bus takes (a group commit can hold megabytes).
+            for position, part in split(batch, self.bus.max_payload - _ANNOUNCEMENT_HEADROOM):
+                await self.bus.publish(
+                    COMMITTED_SUBJECT, announcement(committed.first_offset + position, part)
+                )
+        except Exception:
+            # The data is committed; only live readers miss it (they can query it).
+            log.exception("announcing a commit of %d items failed", len(batch))
         return committed.first_offset
 
     async def _publish_batch(self, batch: DecodedBatch) -> int:
-        """Scale mode: JetStream has the batch durably; a writer commits it to the store."""
-        return await self.bus.stream_publish(INGEST_SUBJECT, batch.encode())
+        """Scale mode: JetStream has the batch durably; a writer commits it to the store.
+
+        A group commit larger than the bus's maximum payload goes as several messages, published
+        together; the devices are acknowledged once JetStream has every one of them.
+        """
+        parts = split(batch, self.bus.max_payload - _ANNOUNCEMENT_HEADROOM)
+        if len(parts) == 1:
+            return await self.bus.stream_publish(INGEST_SUBJECT, batch.encode())
+        sequences = await asyncio.gather(
+            *(self.bus.stream_publish(INGEST_SUBJECT, part.encode()) for _, part in parts)
+        )
+        return min(sequences)
 
     async def _consume(self, messages: Sequence[StreamMessage]) -> None:
         batch = concat([decode(message.data) for message in messages])
@@ -139,6 +166,7 @@ class TelemetryPipeline:
             await self.store.delete_series(list(change.deleted_series))
         self._apply(change.device_pks, change.all_devices, bool(change.deleted_series))
         notice = {
+            "origin": self._origin,
             "devices": list(change.device_pks),
             "all": change.all_devices,
             "forget": bool(change.deleted_series),
@@ -152,6 +180,8 @@ class TelemetryPipeline:
     async def _on_registry_notice(self, _subject: str, data: bytes) -> None:
         try:
             notice = orjson.loads(data)
+            if notice.get("origin") == self._origin:
+                return  # applied here already, when it was made
             self._apply(
                 notice.get("devices") or (), bool(notice.get("all")), bool(notice.get("forget"))
             )

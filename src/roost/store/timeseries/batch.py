@@ -331,3 +331,101 @@ def concat(batches: list[DecodedBatch]) -> DecodedBatch:
         events=[e for b in batches for e in b.events],
         msg_ids=[m for b in batches for m in b.msg_ids],
     )
+
+
+# Bytes a point takes in a blob besides its text: four int64 columns and a kind byte.
+_POINT_BYTES = 33
+# Bytes an event takes besides its type and body (the JSON array around them, numbers).
+_EVENT_BYTES = 80
+
+
+def split(batch: DecodedBatch, max_bytes: int) -> list[tuple[int, DecodedBatch]]:
+    """Cut a batch into parts whose blobs hold at most ``max_bytes`` each.
+
+    Answers ``(position of the part's first item in batch, part)``; a part holds points only or
+    events only, so each part's items keep consecutive positions (points come first, then
+    events). The message ids go with the last part. A batch that fits is answered whole. Raises
+    ValueError when one item alone is larger than ``max_bytes``.
+    """
+    if len(batch.encode()) <= max_bytes:
+        return [(0, batch)]
+    budget = max(1, int(max_bytes * 0.9) - _HEADER.size)
+    ranges: list[tuple[bool, int, int]] = []  # (events?, start, end)
+    if batch.points:
+        sizes = np.full(batch.points, _POINT_BYTES, dtype=np.int64)
+        textual = np.flatnonzero(batch.kinds >= KIND_STRING)
+        for i in textual:
+            sizes[i] += len(batch.texts[int(batch.slots[i])].encode()) + 8
+        ranges += [(False, a, b) for a, b in _cut(np.cumsum(sizes), budget)]
+    if batch.events:
+        sizes = np.array(
+            [_EVENT_BYTES + len(e.type) + len(e.body.encode()) for e in batch.events],
+            dtype=np.int64,
+        )
+        ranges += [(True, a, b) for a, b in _cut(np.cumsum(sizes), budget)]
+    parts: list[tuple[int, DecodedBatch]] = []
+    for n, (events, start, end) in enumerate(ranges):
+        msg_ids = batch.msg_ids if n == len(ranges) - 1 else []
+        part = _events_part(batch, start, end) if events else _points_part(batch, start, end)
+        part.msg_ids = list(msg_ids)
+        parts += _fit(start + (batch.points if events else 0), part, max_bytes)
+    return parts
+
+
+def _cut(cumulative: npt.NDArray[np.int64], budget: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) ranges whose sizes (given as a running total) fit the budget."""
+    out: list[tuple[int, int]] = []
+    start, base, total = 0, 0, len(cumulative)
+    while start < total:
+        end = int(np.searchsorted(cumulative, base + budget, side="right"))
+        end = max(end, start + 1)  # an item larger than the budget goes alone (checked later)
+        out.append((start, end))
+        base = int(cumulative[end - 1])
+        start = end
+    return out
+
+
+def _fit(position: int, part: DecodedBatch, max_bytes: int) -> list[tuple[int, DecodedBatch]]:
+    """The part, halved again while its blob is still too large (estimates are estimates)."""
+    if len(part.encode()) <= max_bytes:
+        return [(position, part)]
+    if len(part) <= 1:
+        raise ValueError(f"one item of {len(part.encode())} bytes exceeds {max_bytes} bytes")
+    half = len(part) // 2
+    if part.points:
+        first, second = _points_part(part, 0, half), _points_part(part, half, part.points)
+    else:
+        first, second = _events_part(part, 0, half), _events_part(part, half, len(part.events))
+    second.msg_ids = part.msg_ids
+    return _fit(position, first, max_bytes) + _fit(position + half, second, max_bytes)
+
+
+def _points_part(batch: DecodedBatch, start: int, end: int) -> DecodedBatch:
+    slots = batch.slots[start:end]
+    kinds = batch.kinds[start:end]
+    texts: list[str] = []
+    textual = np.flatnonzero(kinds >= KIND_STRING)
+    if len(textual):
+        slots = slots.copy()
+        texts = [batch.texts[int(slots[i])] for i in textual]
+        slots[textual] = np.arange(len(textual), dtype=np.int64)
+    return DecodedBatch(
+        series=batch.series[start:end],
+        ts=batch.ts[start:end],
+        recv=batch.recv[start:end],
+        slots=slots,
+        kinds=kinds,
+        texts=texts,
+    )
+
+
+def _events_part(batch: DecodedBatch, start: int, end: int) -> DecodedBatch:
+    empty = np.empty(0, dtype=np.int64)
+    return DecodedBatch(
+        series=empty,
+        ts=empty,
+        recv=empty,
+        slots=empty,
+        kinds=np.empty(0, dtype=np.uint8),
+        events=batch.events[start:end],
+    )
