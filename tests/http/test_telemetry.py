@@ -548,3 +548,36 @@ def test_tenant_retention_drops_old_telemetry_and_events(tenant: Tenant, admin: 
     assert len(history(admin, other_id, "old", **span)) == 20
     assert_problem(admin.patch(f"{V1}/tenants/{tenant.id}", json={"retention_days": 0}), 422)
     assert admin.delete(f"{V1}/devices/{other_id}").status_code == 204
+
+
+def test_query_answers_have_the_documented_shapes(tenant: Tenant) -> None:
+    """The query routes send pre-serialised JSON; it must match their OpenAPI models exactly."""
+    from roost.http import schemas as s
+
+    device_id, device = device_with_token(tenant)
+    points = [{"sensor_id": "t", "timestamp": SEED + n, "value": n} for n in range(3)]
+    assert post(device, points).status_code == 200
+    assert post(device, {"event": "tap", "ts": SEED}, door="events").status_code == 200
+    op = tenant.operator
+    assert op.post(f"{V1}/streams", json={"id": "shape", "start": "earliest"}).status_code == 201
+    base = f"{V1}/devices/{device_id}"
+    span = {"sensor": "t", "from": SEED, "to": SEED + 10}
+    for path, params, model in (
+        (f"{base}/telemetry", span, s.SeriesOut),
+        (f"{base}/telemetry", {**span, "agg": "avg,count", "interval": "1m"}, s.SeriesOut),
+        (f"{base}/latest", {}, s.LatestOut),
+        (f"{base}/events", {}, s.EventsOut),
+        (f"{V1}/telemetry/latest", {}, s.FleetLatestOut),
+        (f"{V1}/streams/shape/messages", {}, s.StreamPullOut),
+    ):
+        resp = op.get(path, params=params)
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        body = resp.json()
+        assert body["items"], path
+        model.model_validate(body)
+        assert set(body) <= set(model.model_fields), (path, set(body) - set(model.model_fields))
+        for item in body["items"]:
+            if model is s.LatestOut:
+                assert set(item) <= set(s.LatestItem.model_fields)
+            if model is s.EventsOut:
+                assert set(item) <= set(s.EventOut.model_fields)

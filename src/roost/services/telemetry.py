@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 import sqlalchemy as sa
 
@@ -46,6 +48,20 @@ def rfc3339(ns: int) -> str:
     if rest % 1000:
         return f"{stamp}.{rest:09d}Z"
     return f"{stamp}.{rest // 1000:06d}Z"
+
+
+def rfc3339_many(stamps: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:
+    """:func:`rfc3339` of many instants at once (numpy: ~1 µs each instead of ~8)."""
+    if len(stamps) == 0:
+        return []
+    ns = np.asarray(stamps, dtype=np.int64)
+    texts: list[str] = np.datetime_as_string(
+        ns.astype("datetime64[ns]").astype("datetime64[us]"), unit="us"
+    ).tolist()
+    out = [text + "Z" for text in texts]
+    for i in np.flatnonzero(ns % 1000):  # sub-µs precision: nine digits, as rfc3339 says
+        out[i] = rfc3339(int(ns[i]))
+    return out
 
 
 def parse_bound(raw: str | None, default: int, name: str) -> int:
@@ -157,26 +173,32 @@ def batch_items(
     """
     out: list[dict[str, Any]] = []
     n = batch.points
-    for i in range(n):
-        offset = first_offset + i
-        if after_offset is not None and offset <= after_offset:
-            continue
+    chosen: list[tuple[int, SeriesInfo]] = []
+    first = 0 if after_offset is None else max(0, after_offset + 1 - first_offset)
+    for i in range(first, n):
         info = directory.series(int(batch.series[i]))
         if info is None or (tenant_id is not None and info.tenant_id != tenant_id):
             continue
         if keep is not None and not keep(info.device_id, "telemetry", info.sensor_id):
             continue
-        out.append(
-            {
-                "offset": offset,
-                "type": "telemetry",
-                "device_id": info.device_id,
-                "sensor": info.sensor_id,
-                "ts": rfc3339(int(batch.ts[i])),
-                "value": slot_value(int(batch.kinds[i]), int(batch.slots[i]), batch.texts),
-                "received_at": rfc3339(int(batch.recv[i])),
-            }
-        )
+        chosen.append((i, info))
+    if chosen:
+        rows = np.fromiter((i for i, _ in chosen), dtype=np.int64, count=len(chosen))
+        stamps = rfc3339_many(batch.ts[rows])
+        received = rfc3339_many(batch.recv[rows])
+        kinds, slots = batch.kinds[rows].tolist(), batch.slots[rows].tolist()
+        for k, (i, info) in enumerate(chosen):
+            out.append(
+                {
+                    "offset": first_offset + i,
+                    "type": "telemetry",
+                    "device_id": info.device_id,
+                    "sensor": info.sensor_id,
+                    "ts": stamps[k],
+                    "value": slot_value(kinds[k], slots[k], batch.texts),
+                    "received_at": received[k],
+                }
+            )
     for j, event in enumerate(batch.events):
         offset = first_offset + n + j
         if after_offset is not None and offset <= after_offset:
@@ -261,7 +283,10 @@ class TelemetryService:
             "sensor": sensor_id,
             "type": sensor["type"],
             "unit": sensor["unit"],
-            "items": [{"ts": rfc3339(p.ts), "value": p.value} for p in points],
+            "items": [
+                {"ts": ts, "value": p.value}
+                for ts, p in zip(rfc3339_many([p.ts for p in points]), points, strict=True)
+            ],
         }
 
     async def aggregate(
@@ -368,12 +393,10 @@ class TelemetryService:
             raise InvalidInput(f"more than {MAX_FLEET_DEVICES} devices match: narrow the filters")
         latest = await self.store.latest(list(owners))
         fleet: dict[str, dict[str, Any]] = {}
-        for entry in latest:
+        stamps = rfc3339_many([entry.ts for entry in latest])
+        for entry, ts in zip(latest, stamps, strict=True):
             device_id, sensor_id = owners[entry.series]
-            fleet.setdefault(device_id, {})[sensor_id] = {
-                "ts": rfc3339(entry.ts),
-                "value": entry.value,
-            }
+            fleet.setdefault(device_id, {})[sensor_id] = {"ts": ts, "value": entry.value}
         return {
             "items": [{"device_id": d, "sensors": fleet[d]} for d in sorted(fleet)],
             "total": len(fleet),
@@ -409,16 +432,18 @@ class TelemetryService:
         stored = await self.store.events(
             device["pk"], lo, hi, types=list(types) or None, limit=limit, descending=descending
         )
+        stamps = rfc3339_many([e.ts for e in stored])
+        received = rfc3339_many([e.recv for e in stored])
         return {
             "device_id": device_id,
             "items": [
                 {
-                    "ts": rfc3339(e.ts),
-                    "received_at": rfc3339(e.recv),
+                    "ts": ts,
+                    "received_at": recv,
                     "event": e.type,
                     "offset": e.offset,
                     "body": e.body,
                 }
-                for e in stored
+                for e, ts, recv in zip(stored, stamps, received, strict=True)
             ],
         }
