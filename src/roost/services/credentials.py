@@ -47,7 +47,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -68,6 +68,7 @@ from roost.security.device_tokens import (
     whole_seconds,
 )
 from roost.services import audit
+from roost.services.batching import BatchLoader
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
 from roost.store.schema import device_tokens, devices
@@ -319,6 +320,7 @@ class DeviceAuthenticator:
         self._clock = clock
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._devices: OrderedDict[DeviceKey, _Device] = OrderedDict()
+        self._device_loader: BatchLoader[DeviceKey, _Device] = BatchLoader(self._read_devices)
         self._gone: OrderedDict[tuple[DeviceKey, int], None] = OrderedDict()
         self._loading: dict[DeviceKey, asyncio.Task[_Device | None]] = {}
         # Bumped whenever a device entry is dropped: a lookup that started before must not put
@@ -601,19 +603,23 @@ class DeviceAuthenticator:
 
     async def _read_device(self, key: DeviceKey) -> _Device | None:
         epoch = self._device_epoch
-        async with self._db.read() as conn:
-            row = await fetch_one(
-                conn,
-                sa.select(devices.c.pk, devices.c.created_at).where(
-                    devices.c.tenant_id == key[0], devices.c.id == key[1]
-                ),
-            )
-        if row is None:
-            return None
-        device = _Device(row["pk"], device_generation(row["created_at"]))
-        if epoch == self._device_epoch:
+        device = await self._device_loader.load(key)
+        if device is not None and epoch == self._device_epoch:
             _put_bounded(self._devices, key, device, DEVICE_CACHE_SIZE)
         return device
+
+    async def _read_devices(self, keys: Sequence[DeviceKey]) -> dict[DeviceKey, _Device]:
+        """Many devices' rows in one read (devices connecting at once, see BatchLoader)."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    devices.c.tenant_id, devices.c.id, devices.c.pk, devices.c.created_at
+                ).where(sa.tuple_(devices.c.tenant_id, devices.c.id).in_(list(keys)))
+            )
+            return {
+                (tenant_id, device_id): _Device(pk, device_generation(created_at))
+                for tenant_id, device_id, pk, created_at in rows
+            }
 
     def _note_usage(self, token_id: str, now: float) -> None:
         last = self._last_usage.get(token_id)

@@ -10,9 +10,10 @@ checking a message id against the store — goes through :meth:`IngestService.su
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from roost.domain.telemetry import (
     unwrap,
 )
 from roost.errors import Conflict, NotFound
+from roost.services.batching import BatchLoader
 from roost.services.devices import DeviceService
 from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
 from roost.services.ingest_writer import IngestWriter
@@ -120,6 +122,10 @@ class IngestService:
         # predate it, so it is used by the one who loaded it but not cached.
         self._changes: dict[int, int] = {}
         self._all_changes = 0
+        # Sensors to create, gathered from every connection (see _create_sensors).
+        self._sensor_requests: list[tuple[DeviceContext, dict[str, int], asyncio.Future[None]]] = []
+        self._sensor_task: asyncio.Task[None] | None = None
+        self._state_loader: BatchLoader[int, DeviceState] = BatchLoader(self._load_states)
 
     # -- device contexts ---------------------------------------------------------------------
 
@@ -157,8 +163,15 @@ class IngestService:
         return state
 
     async def _load_state(self, identity: DeviceIdentity) -> DeviceState:
+        state = await self._state_loader.load(identity.device_pk)
+        if state is None:
+            raise NotFound(f"no device {identity.device_id!r}")
+        return state
+
+    async def _load_states(self, device_pks: Sequence[int]) -> dict[int, DeviceState]:
+        """The states of many devices in one read (see :class:`BatchLoader`)."""
         async with self.db.read() as conn:
-            row = (
+            rows = (
                 await conn.execute(
                     sa.select(devices.c.pk, device_models.c.auto_create_sensors)
                     .select_from(
@@ -170,21 +183,20 @@ class IngestService:
                             ),
                         )
                     )
-                    .where(devices.c.pk == identity.device_pk)
+                    .where(devices.c.pk.in_(device_pks))
                 )
-            ).first()
-            if row is None:
-                raise NotFound(f"no device {identity.device_id!r}")
-            known = {
-                sensor_id: (pk, KIND_BY_TYPE[kind])
-                for sensor_id, pk, kind in await conn.execute(
-                    sa.select(sensors.c.id, sensors.c.pk, sensors.c.type).where(
-                        sensors.c.device_pk == identity.device_pk
-                    )
+            ).all()
+            known: dict[int, dict[str, tuple[int, int]]] = {pk: {} for pk, _ in rows}
+            for device_pk, sensor_id, pk, kind in await conn.execute(
+                sa.select(sensors.c.device_pk, sensors.c.id, sensors.c.pk, sensors.c.type).where(
+                    sensors.c.device_pk.in_(list(known))
                 )
-            }
-        auto_create = True if row.auto_create_sensors is None else bool(row.auto_create_sensors)
-        return DeviceState(identity.device_pk, known, auto_create)
+            ):
+                known[device_pk][sensor_id] = (pk, KIND_BY_TYPE[kind])
+        return {
+            pk: DeviceState(pk, known[pk], True if auto is None else bool(auto))
+            for pk, auto in rows
+        }
 
     def invalidate(self, device_pks: Iterable[int] | None = None) -> None:
         """Forget cached contexts (all when None): their sensors or model changed."""
@@ -392,20 +404,54 @@ class IngestService:
         return ({} if errors else missing), errors
 
     async def _create_sensors(self, ctx: DeviceContext, missing: dict[str, int]) -> None:
-        async with self.db.write() as conn:
-            for sensor_id, kind in missing.items():
-                try:
-                    async with conn.begin_nested():
-                        await self.devices.create_sensor_in(
-                            conn,
-                            ctx.actor,
-                            ctx.identity.device_id,
-                            {"id": sensor_id, "type": TYPE_BY_KIND[kind]},
-                        )
-                except Conflict:
-                    pass  # another connection of the device created it meanwhile
-        self.invalidate([ctx.device_pk])
+        """Create a device's missing sensors, then point ctx at a state that holds them.
+
+        Requests from every connection are gathered and created in one write transaction (a
+        fleet's first contact would otherwise queue a thousand small transactions behind the
+        ingest writer's commits on SQLite's single write lock).
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._sensor_requests.append((ctx, missing, done))
+        if self._sensor_task is None or self._sensor_task.done():
+            self._sensor_task = asyncio.create_task(self._create_requested_sensors())
+        await done
         await self.refresh(ctx)
+
+    async def _create_requested_sensors(self) -> None:
+        while self._sensor_requests:
+            requests, self._sensor_requests = self._sensor_requests, []
+            outcomes: list[BaseException | None] = [None] * len(requests)
+            try:
+                async with self.db.write() as conn:
+                    for n, (ctx, missing, _done) in enumerate(requests):
+                        try:
+                            async with conn.begin_nested():
+                                await self._create_in(conn, ctx, missing)
+                        except Exception as exc:  # this device's request fails, not the others
+                            outcomes[n] = exc
+            except Exception as exc:  # the transaction as a whole failed
+                outcomes = [exc] * len(requests)
+            self.invalidate({ctx.device_pk for ctx, _, _ in requests})
+            for (_ctx, _missing, done), outcome in zip(requests, outcomes, strict=True):
+                if done.done():
+                    continue
+                if outcome is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(outcome)
+
+    async def _create_in(self, conn: Any, ctx: DeviceContext, missing: dict[str, int]) -> None:
+        for sensor_id, kind in missing.items():
+            try:
+                async with conn.begin_nested():
+                    await self.devices.create_sensor_in(
+                        conn,
+                        ctx.actor,
+                        ctx.identity.device_id,
+                        {"id": sensor_id, "type": TYPE_BY_KIND[kind]},
+                    )
+            except Conflict:
+                pass  # another connection of the device created it meanwhile
 
     async def wait_for_capacity(self) -> None:
         """Return once the writer takes messages again (after ``busy``)."""
