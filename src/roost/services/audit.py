@@ -87,6 +87,36 @@ async def record_many(
     )
 
 
+async def record_each(
+    conn: AsyncConnection,
+    entries: Sequence[tuple[Actor, str, str, str, Mapping[str, Any] | None, str | None]],
+    at: datetime,
+) -> None:
+    """Append entries of different actors (and tenants) with one multi-row INSERT.
+
+    Each entry is (actor, action, entity type, entity id, after, device id).
+    """
+    if not entries:
+        return
+    await conn.execute(
+        audit_log.insert(),
+        [
+            {
+                "tenant_id": actor.tenant_id,
+                "at": at,
+                "actor": actor.name,
+                "action": action,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "device_id": device_id,
+                "before": None,
+                "after": _clean(after),
+            }
+            for actor, action, entity_type, entity_id, after, device_id in entries
+        ],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
     """Filters over the audit log."""

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.domain.access import Actor, Role
@@ -751,6 +753,60 @@ class DeviceService:
             device_id=device_id,
         )
         return out
+
+    async def auto_create_sensors_in(
+        self, conn: AsyncConnection, wanted: Sequence[tuple[Actor, int, str, str, str]]
+    ) -> None:
+        """Create many devices' sensors at once inside the caller's transaction (first contact).
+
+        ``wanted`` holds (the device as actor, device pk, device id, sensor id, type); ids and
+        types were checked by the caller. A sensor that exists already is left alone (another
+        connection or process made it). Raises like the database does (a device deleted
+        meanwhile): the caller then falls back to one device at a time.
+        """
+        if not wanted:
+            return
+        now = self.clock()
+        insert = (
+            pg_insert(sensors) if self.db.dialect == "postgresql" else sqlite_insert(sensors)
+        ).on_conflict_do_nothing(index_elements=["device_pk", "id"])
+        existing: set[tuple[int, str]] = set()
+        device_pks = sorted({pk for _, pk, _, _, _ in wanted})
+        for start in range(0, len(device_pks), 500):
+            rows = await conn.execute(
+                sa.select(sensors.c.device_pk, sensors.c.id).where(
+                    sensors.c.device_pk.in_(device_pks[start : start + 500])
+                )
+            )
+            existing.update((pk, sensor_id) for pk, sensor_id in rows)
+        fresh = [w for w in wanted if (w[1], w[3]) not in existing]
+        if not fresh:
+            return
+        await conn.execute(
+            insert,
+            [
+                {"device_pk": pk, "id": sensor_id, "type": kind, "created_at": now,
+                 "updated_at": now}
+                for _, pk, _, sensor_id, kind in fresh
+            ],
+        )  # fmt: skip
+        await audit.record_each(
+            conn,
+            [
+                (
+                    actor,
+                    "create",
+                    "sensor",
+                    f"{device_id}/{sensor_id}",
+                    {"device_id": device_id, "id": sensor_id, "type": kind, "path": "",
+                     "name": "", "unit": "", "description": "", "created_at": now,
+                     "updated_at": now},
+                    device_id,
+                )
+                for actor, _, device_id, sensor_id, kind in fresh
+            ],
+            now,
+        )  # fmt: skip
 
     async def create_sensor(
         self, actor: Actor, device_id: str, data: Mapping[str, Any]

@@ -421,16 +421,32 @@ class IngestService:
         while self._sensor_requests:
             requests, self._sensor_requests = self._sensor_requests, []
             outcomes: list[BaseException | None] = [None] * len(requests)
+            wanted = {
+                (ctx.device_pk, sensor_id): (
+                    ctx.actor, ctx.device_pk, ctx.identity.device_id, sensor_id,
+                    TYPE_BY_KIND[kind],
+                )
+                for ctx, missing, _ in requests
+                for sensor_id, kind in missing.items()
+            }  # fmt: skip
             try:
                 async with self.db.write() as conn:
-                    for n, (ctx, missing, _done) in enumerate(requests):
-                        try:
-                            async with conn.begin_nested():
-                                await self._create_in(conn, ctx, missing)
-                        except Exception as exc:  # this device's request fails, not the others
-                            outcomes[n] = exc
-            except Exception as exc:  # the transaction as a whole failed
-                outcomes = [exc] * len(requests)
+                    await self.devices.auto_create_sensors_in(conn, list(wanted.values()))
+            except Exception as bulk_error:
+                # One device was deleted meanwhile, or the like: one at a time, each its own fate.
+                log.info(
+                    "bulk sensor creation failed (%s); creating one device at a time", bulk_error
+                )
+                try:
+                    async with self.db.write() as conn:
+                        for n, (ctx, missing, _done) in enumerate(requests):
+                            try:
+                                async with conn.begin_nested():
+                                    await self._create_in(conn, ctx, missing)
+                            except Exception as exc:  # this device's request fails only
+                                outcomes[n] = exc
+                except Exception as exc:  # the transaction as a whole failed
+                    outcomes = [exc] * len(requests)
             self.invalidate({ctx.device_pk for ctx, _, _ in requests})
             for (_ctx, _missing, done), outcome in zip(requests, outcomes, strict=True):
                 if done.done():
