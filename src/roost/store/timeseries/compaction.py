@@ -55,7 +55,7 @@ SMALL_BLOCK_POINTS = 64
 # Points folded per pass at most (whatever max_log_rows says): bounds the memory of a pass
 # (~40 bytes a point while sorting) and the length of its write transaction, during which the
 # SQLite writer (and so the ingest path) waits.
-COMPACT_MAX_POINTS = 500_000
+COMPACT_MAX_POINTS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
