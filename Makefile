@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Roost with its development tools
 
+# MQTT on 1884 for the demo: 1883 is often held by a Mosquitto already running (make run MQTT_PORT=1883).
+MQTT_PORT ?= 1884
+
 run: install  ## start Roost on SQLite (./roost-data) with the demo retail fleet
-	$(BIN)/roost serve --demo
+	$(BIN)/roost serve --demo --mqtt-port $(MQTT_PORT)
 
 system-deps:  ## Debian packages the tests use (MQTT command-line clients)
 	@command -v mosquitto_pub >/dev/null 2>&1 || { \

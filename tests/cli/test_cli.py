@@ -274,3 +274,19 @@ def test_the_cli_keeps_the_same_length_rules_as_the_api(cli: Cli) -> None:
     assert proc.stderr.startswith("error: too long: name"), proc.stderr
     proc = cli("device", "list", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["total"] == 0
+
+
+def test_serve_names_the_fix_when_the_mqtt_port_is_taken(cli: Cli) -> None:
+    import socket
+
+    from tests.support import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        proc = cli("serve", "--port", str(free_port()), "--mqtt-port", str(busy))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot listen for MQTT on 127.0.0.1:{busy}" in proc.stderr
+    assert "--mqtt-port or ROOST_MQTT_PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr

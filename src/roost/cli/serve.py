@@ -23,6 +23,9 @@ def serve(
         None, "--host", help="Address to listen on (env ROOST_HTTP_HOST, default 127.0.0.1)"
     ),
     port: int = typer.Option(None, "--port", help="HTTP port (env ROOST_HTTP_PORT, default 8000)"),
+    mqtt_port: int = typer.Option(
+        None, "--mqtt-port", help="MQTT port (env ROOST_MQTT_PORT, default 1883; 0: no MQTT)"
+    ),
     data_dir: Path = typer.Option(
         None, "--data-dir", help="Data directory (env ROOST_DATA_DIR, default ./roost-data)"
     ),
@@ -46,6 +49,7 @@ def serve(
     settings = load_settings(
         http_host=host,
         http_port=port,
+        mqtt_port=mqtt_port,
         data_dir=data_dir,
         database_url=database_url,
         log_level=log_level,
@@ -85,7 +89,16 @@ def serve(
                 from roost.mqtt.server import MQTTServer
 
                 mqtt_server = MQTTServer(gateway_for(roost), settings.http_host, settings.mqtt_port)
-                await mqtt_server.start()
+                try:
+                    await mqtt_server.start()
+                except OSError as exc:
+                    mqtt_server = None
+                    raise typer.BadParameter(
+                        f"cannot listen for MQTT on {settings.http_host}:{settings.mqtt_port} "
+                        f"({exc.strerror}; another broker?): choose another port with "
+                        "--mqtt-port or ROOST_MQTT_PORT (0 turns MQTT off)",
+                        param_hint="--mqtt-port",
+                    ) from None
                 typer.echo(
                     f"MQTT mqtt://{settings.http_host}:{mqtt_server.port}  "
                     f"(over WebSocket ws://{settings.http_host}:{settings.http_port}/mqtt)"
