@@ -66,6 +66,13 @@ async def record_many(
     Each entry gives ``action``, ``entity_type``, ``entity_id`` and optionally ``before``,
     ``after`` and ``device_id``.
     """
+    await record_each(conn, [(actor, entry) for entry in entries], at)
+
+
+async def record_each(
+    conn: AsyncConnection, entries: Sequence[tuple[Actor, Mapping[str, Any]]], at: datetime
+) -> None:
+    """:func:`record_many` for entries of different actors (and tenants), one INSERT."""
     if not entries:
         return
     await conn.execute(
@@ -82,37 +89,7 @@ async def record_many(
                 "before": _clean(entry.get("before")),
                 "after": _clean(entry.get("after")),
             }
-            for entry in entries
-        ],
-    )
-
-
-async def record_each(
-    conn: AsyncConnection,
-    entries: Sequence[tuple[Actor, str, str, str, Mapping[str, Any] | None, str | None]],
-    at: datetime,
-) -> None:
-    """Append entries of different actors (and tenants) with one multi-row INSERT.
-
-    Each entry is (actor, action, entity type, entity id, after, device id).
-    """
-    if not entries:
-        return
-    await conn.execute(
-        audit_log.insert(),
-        [
-            {
-                "tenant_id": actor.tenant_id,
-                "at": at,
-                "actor": actor.name,
-                "action": action,
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "device_id": device_id,
-                "before": None,
-                "after": _clean(after),
-            }
-            for actor, action, entity_type, entity_id, after, device_id in entries
+            for actor, entry in entries
         ],
     )
 

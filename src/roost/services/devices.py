@@ -795,13 +795,15 @@ class DeviceService:
             [
                 (
                     actor,
-                    "create",
-                    "sensor",
-                    f"{device_id}/{sensor_id}",
-                    {"device_id": device_id, "id": sensor_id, "type": kind, "path": "",
-                     "name": "", "unit": "", "description": "", "created_at": now,
-                     "updated_at": now},
-                    device_id,
+                    {
+                        "action": "create",
+                        "entity_type": "sensor",
+                        "entity_id": f"{device_id}/{sensor_id}",
+                        "device_id": device_id,
+                        "after": {"device_id": device_id, "id": sensor_id, "type": kind,
+                                  "path": "", "name": "", "unit": "", "description": "",
+                                  "created_at": now, "updated_at": now},
+                    },
                 )
                 for actor, _, device_id, sensor_id, kind in fresh
             ],
