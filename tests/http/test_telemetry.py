@@ -361,6 +361,17 @@ def test_fleet_latest_by_group_and_site(tenant: Tenant) -> None:
     ]
     everyone = tenant.viewer.get(f"{V1}/telemetry/latest").json()
     assert everyone["total"] == 3 and c in {item["device_id"] for item in everyone["items"]}
+    # A dynamic group (a filter), and a static group narrowed by site.
+    resp = op.post(
+        f"{V1}/groups", json={"id": "in-paris", "name": "P", "filter": {"site_id": "paris"}}
+    )
+    assert resp.status_code == 201, resp.text
+    dynamic = tenant.viewer.get(f"{V1}/telemetry/latest", params={"group": "in-paris"}).json()
+    assert sorted(item["device_id"] for item in dynamic["items"]) == sorted([a, b])
+    narrowed = tenant.viewer.get(
+        f"{V1}/telemetry/latest", params={"group": "front", "site_id": "lyon"}
+    ).json()
+    assert narrowed == {"items": [], "total": 0}
 
 
 def test_consumer_groups_pull_by_offset_independently(tenant: Tenant) -> None:

@@ -441,10 +441,25 @@ async def test_compaction_is_bounded_and_reports_progress(store: BlockStore) -> 
         await store.append(make_batch([(1, i * 10 + j, 1.0) for j in range(10)]))
     report = await store.compact(max_log_rows=2)
     assert (report.log_rows, report.points, report.upto_offset) == (2, 20, 20)
+    assert report.more  # three rows wait behind the limit
     report = await store.compact(max_log_rows=100)
     assert (report.log_rows, report.points, report.upto_offset) == (3, 30, 50)
+    assert not report.more
     report = await store.compact()
-    assert (report.log_rows, report.points, report.blocks_written) == (0, 0, 0)
+    assert (report.log_rows, report.points, report.blocks_written, report.more) == (0, 0, 0, False)
+
+
+async def test_a_pass_cut_by_its_point_limit_says_more_is_waiting(migrated_url: str) -> None:
+    async with open_timeseries(migrated_url, compact_max_points=25) as store:
+        for i in range(4):
+            await store.append(make_batch([(1, i * 10 + j, 1.0) for j in range(10)]))
+        passes = []
+        while True:
+            report = await store.compact(max_log_rows=100)
+            passes.append((report.log_rows, report.more))
+            if not report.more:
+                break
+        assert passes == [(2, True), (2, False)]
 
 
 async def test_concurrent_appends_take_contiguous_offsets(store: BlockStore) -> None:

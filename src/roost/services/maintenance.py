@@ -84,7 +84,8 @@ class TelemetryMaintenance:
     async def compact_once(self) -> float:
         """One compaction pass; answers how long to wait before the next."""
         report = await self.store.compact(COMPACT_ROWS)
-        return 0.0 if report.log_rows >= COMPACT_ROWS else self.compact_idle_s
+        # Again at once while the pass stopped at a limit (rows or points) with work behind it.
+        return 0.0 if report.more else self.compact_idle_s
 
     async def trim_once(self) -> float:
         """Drop compacted log rows older than the consumer-group retention window."""

@@ -20,7 +20,7 @@ from roost.errors import InvalidInput, NotFound
 from roost.services.devices import DeviceQuery, DeviceService, group_condition
 from roost.store.database import Database
 from roost.store.queries import fetch_one
-from roost.store.schema import devices, groups, sensors
+from roost.store.schema import devices, group_members, groups, sensors
 from roost.store.timeseries.base import AGGREGATES, TimeSeriesStore
 from roost.store.timeseries.batch import DecodedBatch, slot_value
 
@@ -365,15 +365,19 @@ class TelemetryService:
     ) -> dict[str, Any]:
         """Last known values of every device matching the filters (group, site, …)."""
         actor.require(Role.VIEWER)
-        stmt = (
-            sa.select(devices.c.id, sensors.c.pk, sensors.c.id.label("sensor"), sensors.c.type)
-            .join(sensors, sensors.c.device_pk == devices.c.pk)
-            .where(devices.c.tenant_id == actor.tenant_id)
-        )
-        for name in ("site_id", "model_id", "firmware_id", "customer_id"):
-            value = getattr(query, name)
-            if value is not None:
-                stmt = stmt.where(devices.c[name] == value)
+        # Only the series keys come from SQL; who owns each is in the series directory (a
+        # process-wide cache): 10,000 joined rows as Python objects cost more than the store.
+        device_filters = {
+            name: getattr(query, name)
+            for name in ("site_id", "model_id", "firmware_id", "customer_id")
+            if getattr(query, name) is not None
+        }
+        stmt = sa.select(sensors.c.pk)
+        if device_filters or query.group is None:
+            stmt = stmt.join(devices, sensors.c.device_pk == devices.c.pk).where(
+                devices.c.tenant_id == actor.tenant_id,
+                *(devices.c[name] == value for name, value in device_filters.items()),
+            )
         if sensor_ids:
             stmt = stmt.where(sensors.c.id.in_(list(sensor_ids)))
         async with self.db.read() as conn:
@@ -386,17 +390,37 @@ class TelemetryService:
                 )
                 if group is None:
                     raise NotFound(f"no group {query.group!r}")
-                stmt = stmt.where(group_condition(actor.tenant_id, group))
-            rows = (await conn.execute(stmt)).all()
-        owners = {pk: (device_id, sensor_id) for device_id, pk, sensor_id, _ in rows}
-        if len({device_id for device_id, *_ in rows}) > MAX_FLEET_DEVICES:
+                if group.get("filter") is None and not device_filters:
+                    # A static group: its member rows name the tenant's devices already.
+                    stmt = stmt.where(
+                        sensors.c.device_pk.in_(
+                            sa.select(group_members.c.device_pk).where(
+                                group_members.c.tenant_id == actor.tenant_id,
+                                group_members.c.group_id == query.group,
+                            )
+                        )
+                    )
+                else:
+                    if not device_filters:
+                        stmt = stmt.join(devices, sensors.c.device_pk == devices.c.pk).where(
+                            devices.c.tenant_id == actor.tenant_id
+                        )
+                    stmt = stmt.where(group_condition(actor.tenant_id, group))
+            series = list((await conn.execute(stmt)).scalars())
+        await self.directory.resolve(series, ())
+        owners: dict[int, SeriesInfo] = {}
+        for pk in series:
+            info = self.directory.series(pk)
+            if info is not None:  # None: deleted since the query
+                owners[pk] = info
+        if len({info.device_id for info in owners.values()}) > MAX_FLEET_DEVICES:
             raise InvalidInput(f"more than {MAX_FLEET_DEVICES} devices match: narrow the filters")
         latest = await self.store.latest(list(owners))
         fleet: dict[str, dict[str, Any]] = {}
         stamps = rfc3339_many([entry.ts for entry in latest])
         for entry, ts in zip(latest, stamps, strict=True):
-            device_id, sensor_id = owners[entry.series]
-            fleet.setdefault(device_id, {})[sensor_id] = {"ts": ts, "value": entry.value}
+            info = owners[entry.series]
+            fleet.setdefault(info.device_id, {})[info.sensor_id] = {"ts": ts, "value": entry.value}
         return {
             "items": [{"device_id": d, "sensors": fleet[d]} for d in sorted(fleet)],
             "total": len(fleet),

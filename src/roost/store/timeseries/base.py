@@ -94,6 +94,7 @@ class CompactionReport:
     points: int  # points read from them
     blocks_written: int
     upto_offset: int  # every item below this offset is now in blocks
+    more: bool = False  # the pass stopped at a limit: log rows wait behind it
 
 
 class TimeSeriesStore(abc.ABC):

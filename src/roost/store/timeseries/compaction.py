@@ -102,10 +102,13 @@ class CompactionPlan:
     points: int = 0
     deletes: list[tuple[int, int]] = field(default_factory=list)
     inserts: list[BlockRow] = field(default_factory=list)
+    more: bool = False
 
     def report(self) -> CompactionReport:
         """The pass as the port reports it."""
-        return CompactionReport(self.log_rows, self.points, len(self.inserts), self.upto)
+        return CompactionReport(
+            self.log_rows, self.points, len(self.inserts), self.upto, more=self.more
+        )
 
 
 @dataclass(slots=True)
@@ -134,10 +137,11 @@ def plan_compaction(
             break
         taken += 1
         points += row.batch.points
+    more = taken < len(rows) or len(rows) >= max(1, max_log_rows)
     rows = rows[:taken]
     if not rows:
         return CompactionPlan(watermark, watermark)
-    plan = CompactionPlan(watermark, rows[-1].end, log_rows=len(rows), points=points)
+    plan = CompactionPlan(watermark, rows[-1].end, log_rows=len(rows), points=points, more=more)
     series, cols = _gather(rows, source.tombstones(None))
     if not len(series):
         return plan
