@@ -31,6 +31,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.mqtt.wire import encode_varint
+
 # Connections opened at once by one generator process (a connection storm is a test of its own).
 CONNECT_CONCURRENCY = 100
 # How often a paced generator sends its share (5 ms: smooth enough, cheap enough).
@@ -84,18 +86,6 @@ class LoadResult:
     def rate(self) -> float:
         """Acknowledged messages/s over the measurement window."""
         return self.window_acked / self.window_s if self.window_s else 0.0
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def single_payload(ts_ms: int, value: int) -> bytes:
@@ -235,7 +225,7 @@ class Publisher(asyncio.Protocol):
             body_len = len(self.topic_head) + 2 + len(payload)
             frames.append(
                 b"\x32"
-                + _varint(body_len)
+                + encode_varint(body_len)
                 + self.topic_head
                 + self.packet_id.to_bytes(2, "big")
                 + payload

@@ -261,6 +261,10 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+# The public name, for the clients that build frames by hand (simulator, load generator).
+encode_varint = _varint
+
+
 def _enc_str(value: str) -> bytes:
     raw = value.encode("utf-8")
     if len(raw) > 0xFFFF:

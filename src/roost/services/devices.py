@@ -132,11 +132,19 @@ def _tag_condition(key: str, value: str | None) -> sa.ColumnElement[bool]:
     return sa.exists(sa.select(1).select_from(device_tags).where(cond))
 
 
-def group_condition(tenant_id: str, group: Mapping[str, Any]) -> sa.ColumnElement[bool]:
-    """SQL that selects the members of a group, static or dynamic."""
+def group_condition(
+    tenant_id: str,
+    group: Mapping[str, Any],
+    device_pk: sa.ColumnElement[int] = devices.c.pk,
+) -> sa.ColumnElement[bool]:
+    """SQL that selects the members of a group, static or dynamic.
+
+    A static group's condition is on ``device_pk`` alone (a query of sensors may pass
+    ``sensors.c.device_pk`` and skip the devices join); a dynamic one reads ``devices`` columns.
+    """
     rule = group.get("filter")
     if rule is None:
-        return devices.c.pk.in_(
+        return device_pk.in_(
             sa.select(group_members.c.device_pk).where(
                 group_members.c.tenant_id == tenant_id, group_members.c.group_id == group["id"]
             )

@@ -20,7 +20,7 @@ from roost.errors import InvalidInput, NotFound
 from roost.services.devices import DeviceQuery, DeviceService, group_condition
 from roost.store.database import Database
 from roost.store.queries import fetch_one
-from roost.store.schema import devices, group_members, groups, sensors
+from roost.store.schema import devices, groups, sensors
 from roost.store.timeseries.base import AGGREGATES, TimeSeriesStore
 from roost.store.timeseries.batch import DecodedBatch, slot_value
 
@@ -372,15 +372,8 @@ class TelemetryService:
             for name in ("site_id", "model_id", "firmware_id", "customer_id")
             if getattr(query, name) is not None
         }
-        stmt = sa.select(sensors.c.pk)
-        if device_filters or query.group is None:
-            stmt = stmt.join(devices, sensors.c.device_pk == devices.c.pk).where(
-                devices.c.tenant_id == actor.tenant_id,
-                *(devices.c[name] == value for name, value in device_filters.items()),
-            )
-        if sensor_ids:
-            stmt = stmt.where(sensors.c.id.in_(list(sensor_ids)))
         async with self.db.read() as conn:
+            group = None
             if query.group is not None:
                 group = await fetch_one(
                     conn,
@@ -390,21 +383,20 @@ class TelemetryService:
                 )
                 if group is None:
                     raise NotFound(f"no group {query.group!r}")
-                if group.get("filter") is None and not device_filters:
-                    # A static group: its member rows name the tenant's devices already.
-                    stmt = stmt.where(
-                        sensors.c.device_pk.in_(
-                            sa.select(group_members.c.device_pk).where(
-                                group_members.c.tenant_id == actor.tenant_id,
-                                group_members.c.group_id == query.group,
-                            )
-                        )
-                    )
-                else:
-                    if not device_filters:
-                        stmt = stmt.join(devices, sensors.c.device_pk == devices.c.pk).where(
-                            devices.c.tenant_id == actor.tenant_id
-                        )
+            stmt = sa.select(sensors.c.pk)
+            if sensor_ids:
+                stmt = stmt.where(sensors.c.id.in_(list(sensor_ids)))
+            if group is not None and group.get("filter") is None and not device_filters:
+                # A static group's member rows name the tenant's devices: no join needed.
+                stmt = stmt.where(
+                    group_condition(actor.tenant_id, group, device_pk=sensors.c.device_pk)
+                )
+            else:
+                stmt = stmt.join(devices, sensors.c.device_pk == devices.c.pk).where(
+                    devices.c.tenant_id == actor.tenant_id,
+                    *(devices.c[name] == value for name, value in device_filters.items()),
+                )
+                if group is not None:
                     stmt = stmt.where(group_condition(actor.tenant_id, group))
             series = list((await conn.execute(stmt)).scalars())
         await self.directory.resolve(series, ())

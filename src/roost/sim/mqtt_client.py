@@ -23,22 +23,11 @@ from roost.mqtt.codec import (
     Pubrel,
     encode,
 )
+from roost.mqtt.wire import encode_varint
 
 # Latency samples kept per run (a reservoir would be overkill: the newest ones are what matter).
 MAX_LATENCY_SAMPLES = 200_000
 _PINGREQ = b"\xc0\x00"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def publish_frame(topic: bytes, payload: bytes, qos: int, packet_id: int, level: int) -> bytes:
@@ -48,7 +37,9 @@ def publish_frame(topic: bytes, payload: bytes, qos: int, packet_id: int, level:
         header += packet_id.to_bytes(2, "big")
     if level == 5:
         header += b"\x00"  # no properties
-    return bytes((0x30 | (qos << 1),)) + _varint(len(header) + len(payload)) + header + payload
+    return (
+        bytes((0x30 | (qos << 1),)) + encode_varint(len(header) + len(payload)) + header + payload
+    )
 
 
 @dataclass(slots=True)
