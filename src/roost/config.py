@@ -70,6 +70,17 @@ class Settings:
     stream_retention_s: int = 3600
     # How often tenants' telemetry retention (retention_days) is applied; also once at start.
     retention_check_s: int = 3600
+    # Presence: heartbeats a silent device may miss before it is offline (interval per model or
+    # device), and how often the sweeper looks (seconds; also how often last-seen is saved).
+    presence_missed_heartbeats: int = 3
+    presence_check_s: float = 1.0
+    # Device state documents: versions kept for this many days (history queries).
+    state_history_days: int = 30
+    # Commands: default seconds a device has to answer once a command is sent.
+    command_timeout_s: int = 60
+    # How often durable timers (command expiry/timeouts, schedules, job rollouts and timeouts)
+    # look for due work at the latest; services wake them sooner when work is due now.
+    timer_check_s: float = 1.0
     log_level: str = "info"
     sqlite_synchronous: str = "NORMAL"
 
@@ -97,6 +108,11 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "login_window_s": int,
     "stream_retention_s": int,
     "retention_check_s": int,
+    "presence_missed_heartbeats": int,
+    "presence_check_s": float,
+    "state_history_days": int,
+    "command_timeout_s": int,
+    "timer_check_s": float,
     "cors_origins": _list,
 }
 

@@ -13,13 +13,20 @@ from roost.bus.base import Bus, open_bus
 from roost.config import Settings
 from roost.security.tokens import new_secret_key
 from roost.services.audit import AuditService
+from roost.services.commands import CommandService
+from roost.services.context import ServiceDeps
 from roost.services.credentials import CredentialService, DeviceAuthenticator
+from roost.services.devicelink import DeviceLink
 from roost.services.devices import DeviceService
 from roost.services.identity import IdentityService
 from roost.services.ingest import IngestService
 from roost.services.inventory import InventoryService
+from roost.services.jobs import JobService
 from roost.services.live import LiveHub
 from roost.services.pipeline import TelemetryPipeline
+from roost.services.presence import PresenceService
+from roost.services.scheduler import Scheduler
+from roost.services.state import StateService
 from roost.services.streams import StreamService
 from roost.services.telemetry import TelemetryService
 from roost.store import migrate
@@ -71,10 +78,17 @@ class Roost:
     credentials: CredentialService
     device_auth: DeviceAuthenticator
     pipeline: TelemetryPipeline
+    link: DeviceLink
+    scheduler: Scheduler
+    presence: PresenceService
+    state: StateService
+    commands: CommandService
+    jobs: JobService
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
     mqtt_gateway: MQTTGateway | None = field(default=None)
+    _serving: bool = field(default=False)
 
     @property
     def ingest(self) -> IngestService:
@@ -119,19 +133,34 @@ class Roost:
         devices = DeviceService(db, clock)
         devices.deletion_listeners.append(device_auth.device_deleted)
         inventory = InventoryService(db, clock)
+        audit = AuditService(db, clock)
+        link = DeviceLink(bus)
+        scheduler = Scheduler(wall_clock=lambda: clock().timestamp())
+        deps = ServiceDeps(settings, db, bus, link, scheduler, devices, audit, clock)
         return cls(
             settings=settings,
             db=db,
             identity=IdentityService(db, settings, secret, clock),
             inventory=inventory,
             devices=devices,
-            audit=AuditService(db, clock),
+            audit=audit,
             bus=bus,
             credentials=CredentialService(db, secret, clock, device_auth),
             device_auth=device_auth,
             clock=clock,
             pipeline=TelemetryPipeline(settings, db, bus, devices, inventory),
+            link=link,
+            scheduler=scheduler,
+            presence=PresenceService(deps),
+            state=StateService(deps),
+            commands=CommandService(deps),
+            jobs=JobService(deps),
         )
+
+    @property
+    def device_services(self) -> tuple[PresenceService, StateService, CommandService, JobService]:
+        """The services that act on devices (started and stopped together)."""
+        return (self.presence, self.state, self.commands, self.jobs)
 
     async def start(self, *, serve: bool = True) -> None:
         """Upgrade the schema, make sure the default tenant and superuser exist, connect.
@@ -150,9 +179,20 @@ class Roost:
         await self.pipeline.open()
         if serve:
             await self.pipeline.serve()
+            await self.link.start()
+            for service in self.device_services:
+                await service.start()
+            await self.scheduler.start()
+            self._serving = True
 
     async def close(self) -> None:
         """Commit what is pending and release connections."""
+        if self._serving:
+            self._serving = False
+            await self.scheduler.close()
+            for service in reversed(self.device_services):
+                await service.close()
+            await self.link.close()
         await self.pipeline.close()
         await self.device_auth.close()
         await self.bus.close()

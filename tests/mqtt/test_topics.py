@@ -20,6 +20,10 @@ DEV = "dev-1"
         ("devices/dev-1/state/reported", PublishRoute.STATE_REPORTED),
         ("devices/dev-1/commands/c-9/response", PublishRoute.COMMAND_RESPONSE),
         ("devices/dev-1/jobs/job-3/update", PublishRoute.JOB_UPDATE),
+        ("devices/dev-1/state/get", PublishRoute.STATE_GET),
+        ("devices/dev-1/jobs/get", PublishRoute.JOB_GET),
+        ("devices/dev-1/jobs/start-next", PublishRoute.JOB_START_NEXT),
+        ("devices/dev-1/jobs/get/update", PublishRoute.JOB_UPDATE),
     ],
 )
 def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -> None:
@@ -37,6 +41,8 @@ def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -
         "devices/dev-1/telemetry/x", "devices/dev-1/state/desired", "devices/dev-1/state/delta",
         "devices/dev-1/commands/c-9", "devices/dev-1/commands//response",
         "devices/dev-1/jobs/notify", "devices/dev-1/jobs/j/update/accepted", "$SYS/broker",
+        "devices/dev-1/state/get/accepted", "devices/dev-1/jobs/start-next/x",
+        "devices/dev-2/jobs/start-next", "devices/dev-1/state/update",
         "/devices/dev-1/telemetry", "devices/dev-10/telemetry", "dev-1/telemetry", "",
     ],
 )  # fmt: skip

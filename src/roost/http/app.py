@@ -15,11 +15,15 @@ from roost.http.middleware import BodyLimit, Metrics
 from roost.http.routes import (
     audit,
     bulk,
+    commands,
     credentials,
     devices,
     identity,
     ingest,
     inventory,
+    jobs,
+    presence,
+    state,
     system,
     telemetry,
 )
@@ -52,6 +56,10 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (audit.router, API_PREFIX),
         (ingest.router, API_PREFIX),
         (telemetry.router, API_PREFIX),
+        (presence.router, API_PREFIX),
+        (state.router, API_PREFIX),
+        (commands.router, API_PREFIX),
+        (jobs.router, API_PREFIX),
     ]
 
 

@@ -11,6 +11,9 @@ kept between connections for persistent clients). Its API for the rest of Roost:
   and job-update topics (:class:`~roost.mqtt.topics.PublishRoute`).
 * ``on_subscribe(hook)`` calls ``hook(identity, topic_filter)`` after a granted SUBSCRIBE (to send
   the current delta or pending jobs).
+* ``on_connection(hook)`` calls ``hook(identity, True)`` after a connection's CONNACK and
+  ``hook(identity, False)`` when it ends (presence; resending the delta, pending commands and
+  jobs to a session that resumed without subscribing again).
 
 Time is injected: ``tick(now)`` runs every timer (keep alive, CONNECT timeout, credential expiry,
 will delay, session expiry) in one sweep, which :meth:`Gateway.start` schedules once per
@@ -91,6 +94,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S: Final = 1.0
 
 SubscribeHook = Callable[["DeviceIdentity", str], None]
+ConnectionHook = Callable[["DeviceIdentity", bool], None]
 
 _WILL_TIMER: Final = 1
 _EXPIRY_TIMER: Final = 2
@@ -160,6 +164,7 @@ class Gateway:
         self._timers: list[tuple[float, int, int, SessionState, int]] = []
         self._timer_seq = itertools.count()
         self._subscribe_hooks: list[SubscribeHook] = []
+        self._connection_hooks: list[ConnectionHook] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._unsubscribe_revocations: Callable[[], None] | None = None
@@ -188,14 +193,36 @@ class Gateway:
         """Call ``hook(identity, topic_filter)`` after each granted subscription."""
         self._subscribe_hooks.append(hook)
 
-    def deliver(self, device_pk: int, topic: str, payload: bytes, qos: int) -> bool:
-        """Publish to the device's matching sessions; True when at least one took it."""
+    def on_connection(self, hook: ConnectionHook) -> None:
+        """Call ``hook(identity, up)``: up after each CONNACK, down when the connection ends."""
+        self._connection_hooks.append(hook)
+
+    def deliver(
+        self,
+        device_pk: int,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        on_ack: Callable[[], None] | None = None,
+    ) -> bool:
+        """Publish to the device's matching sessions; True when at least one took it.
+
+        ``on_ack`` runs once when a client acknowledges its copy (see :func:`outbound.deliver`).
+        """
         if qos not in (0, 1, 2):
             raise ValueError(f"invalid QoS {qos!r}")
         states = self._states.get(device_pk)
         if not states:
             return False
-        return outbound.deliver(states, topic, payload, qos, self.config.max_queued_messages)
+        return outbound.deliver(
+            states, topic, payload, qos, self.config.max_queued_messages, on_ack
+        )
+
+    def is_connected(self, device_pk: int) -> bool:
+        """Whether the device holds a live connection to this gateway."""
+        return any(
+            state.connection is not None for state in self._states.get(device_pk, {}).values()
+        )
 
     def sessions_of(self, device_pk: int) -> list[SessionState]:
         """The device's sessions, connected or kept (for inspection and tests)."""
@@ -299,6 +326,20 @@ class Gateway:
             except Exception:
                 log.exception("subscribe hook failed for %s", topic_filter)
 
+    def connected(self, session: MQTTSession) -> None:
+        """A connection was accepted (its CONNACK is written): tell the hooks."""
+        session.announced = True
+        self._connection_event(session, True)
+
+    def _connection_event(self, session: MQTTSession, up: bool) -> None:
+        if session.identity is None:
+            return
+        for hook in self._connection_hooks:
+            try:
+                hook(session.identity, up)
+            except Exception:
+                log.exception("connection hook failed for %r", session)
+
     def attach(self, session: MQTTSession, clean_start: bool, expiry_s: int) -> bool:
         """Bind an authenticated connection to its session; True when an old one is resumed."""
         identity = session.identity
@@ -330,6 +371,9 @@ class Gateway:
     def detach(self, session: MQTTSession, *, will: bool) -> None:
         """A connection ended: keep or drop its session, publish or schedule its will."""
         self.connections.discard(session)
+        if session.announced:
+            session.announced = False
+            self._connection_event(session, False)
         state = session.state
         if state is None or state.connection is not session:
             return
@@ -428,4 +472,5 @@ def gateway_for(roost: Roost) -> Gateway:
     if roost.mqtt_gateway is None:
         config = GatewayConfig.from_settings(roost.settings)
         roost.mqtt_gateway = Gateway(roost.device_auth, roost.ingest, config)
+        roost.link.attach(roost.mqtt_gateway)
     return roost.mqtt_gateway

@@ -10,6 +10,7 @@ and are sent again with the DUP flag when the session resumes on a new connectio
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from roost.mqtt.encoder import encode
@@ -34,10 +35,21 @@ log = logging.getLogger(__name__)
 
 
 def deliver(
-    states: dict[str, SessionState], topic: str, payload: bytes, qos: int, queue_limit: int
+    states: dict[str, SessionState],
+    topic: str,
+    payload: bytes,
+    qos: int,
+    queue_limit: int,
+    on_ack: Callable[[], None] | None = None,
 ) -> bool:
-    """Send to every session in ``states`` subscribed to ``topic``; True if any took it."""
+    """Send to every session in ``states`` subscribed to ``topic``; True if any took it.
+
+    ``on_ack`` runs once, when the first client acknowledges its copy (at QoS 0: when a copy is
+    written to a live connection, which is all QoS 0 can tell).
+    """
     taken = False
+    if on_ack is not None:
+        on_ack = _once(on_ack)
     for state in list(states.values()):
         granted, ids = state.match(topic)
         if granted < 0:
@@ -52,8 +64,11 @@ def deliver(
                 if data is not None:
                     session.write(data)
                     taken = True
+                    if on_ack is not None:
+                        on_ack()
+                        on_ack = None
             continue
-        if not state.enqueue(OutboundMessage(topic, payload, effective, ids), queue_limit):
+        if not state.enqueue(OutboundMessage(topic, payload, effective, ids, on_ack), queue_limit):
             log.warning(
                 "session %r of device %s has %d undelivered messages; refusing one for %s",
                 state.client_id,
@@ -67,6 +82,18 @@ def deliver(
             assert session is not None
             pump(session)
     return taken
+
+
+def _once(callback: Callable[[], None]) -> Callable[[], None]:
+    called = False
+
+    def once() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            callback()
+
+    return once
 
 
 def _publish_bytes(
@@ -153,6 +180,7 @@ def on_puback(session: MQTTSession, pkt: Puback) -> None:
         message = state.inflight.get(pkt.packet_id)
         if message is not None and message.qos == 1:
             del state.inflight[pkt.packet_id]
+            message.acknowledged()
             pump(session)
 
 
@@ -181,6 +209,7 @@ def on_pubcomp(session: MQTTSession, pkt: Pubcomp) -> None:
         message = state.inflight.get(pkt.packet_id)
         if message is not None and message.phase == PHASE_RELEASED:
             del state.inflight[pkt.packet_id]
+            message.acknowledged()
             pump(session)
 
 

@@ -91,6 +91,7 @@ class MQTTSession:
     __slots__ = (
         "_acks",
         "aliases",
+        "announced",
         "_backlog",
         "_client_max_packet",
         "_client_receive_max",
@@ -150,6 +151,8 @@ class MQTTSession:
         self.aliases: dict[int, str] | None = None
         self.last_topic: str | None = None
         self.last_route: Any = None
+        # The gateway told its connection hooks this connection is up (and must say when down).
+        self.announced = False
 
     def __repr__(self) -> str:
         who = self.identity.device_id if self.identity else "unauthenticated"
@@ -406,6 +409,7 @@ class MQTTSession:
             self._link.write(b"\x20\x02\x01\x00" if present else b"\x20\x02\x00\x00")
         log.debug("%r: connected (session present: %s)", self, present)
         outbound.resume(self)
+        gateway.connected(self)
 
     # -- acknowledgements ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from roost.mqtt.packets import Will
@@ -44,16 +45,32 @@ class Grant:
 class OutboundMessage:
     """A server-to-device message at QoS 1 or 2, queued or in flight."""
 
-    __slots__ = ("payload", "phase", "qos", "subscription_ids", "topic")
+    __slots__ = ("on_ack", "payload", "phase", "qos", "subscription_ids", "topic")
 
     def __init__(
-        self, topic: str, payload: bytes, qos: int, subscription_ids: tuple[int, ...] = ()
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        subscription_ids: tuple[int, ...] = (),
+        on_ack: Callable[[], None] | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.subscription_ids = subscription_ids
         self.phase = PHASE_PUBLISHED
+        # Called once when the client acknowledges it (PUBACK, or PUBCOMP at QoS 2).
+        self.on_ack = on_ack
+
+    def acknowledged(self) -> None:
+        """The client has it: tell whoever asked (once)."""
+        callback, self.on_ack = self.on_ack, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("delivery callback for %s failed", self.topic)
 
 
 class PendingWill:

@@ -86,8 +86,11 @@ class PublishRoute(enum.Enum):
     EVENTS = "events"  # devices/{id}/events
     AUTO = "auto"  # the bare {id} (seed convention): telemetry or events by shape
     STATE_REPORTED = "state_reported"  # devices/{id}/state/reported
+    STATE_GET = "state_get"  # devices/{id}/state/get (answer on state/get/accepted)
     COMMAND_RESPONSE = "command_response"  # devices/{id}/commands/{cmd}/response
     JOB_UPDATE = "job_update"  # devices/{id}/jobs/{job}/update
+    JOB_GET = "job_get"  # devices/{id}/jobs/get (answer: the pending list on jobs/notify)
+    JOB_START_NEXT = "job_start_next"  # devices/{id}/jobs/start-next
 
     @property
     def is_ingest(self) -> bool:
@@ -96,6 +99,13 @@ class PublishRoute(enum.Enum):
 
 
 _INGEST_ROUTES: Final = frozenset({PublishRoute.TELEMETRY, PublishRoute.EVENTS, PublishRoute.AUTO})
+
+_FOUR_LEVEL_ROUTES: Final = {
+    ("state", "reported"): PublishRoute.STATE_REPORTED,
+    ("state", "get"): PublishRoute.STATE_GET,
+    ("jobs", "get"): PublishRoute.JOB_GET,
+    ("jobs", "start-next"): PublishRoute.JOB_START_NEXT,
+}
 
 #: The subtrees of ``devices/{id}/`` a device may subscribe inside (any filter within them).
 SUBSCRIBE_SUBTREES: Final = frozenset({"commands", "state", "jobs"})
@@ -121,9 +131,7 @@ def publish_route(device_id: str, topic: str) -> PublishRoute | None:
             return PublishRoute.EVENTS
         return None
     if n == 4:
-        if leaf == "state" and parts[3] == "reported":
-            return PublishRoute.STATE_REPORTED
-        return None
+        return _FOUR_LEVEL_ROUTES.get((leaf, parts[3]))
     if n == 5 and parts[3]:
         if leaf == "commands" and parts[4] == "response":
             return PublishRoute.COMMAND_RESPONSE

@@ -1,0 +1,33 @@
+"""What every device-facing service is built with (state, commands, jobs, presence).
+
+One dataclass instead of long constructor lists: a service takes ``ServiceDeps`` and keeps what
+it needs. ``clock`` is the services' wall clock (tests of pure logic inject one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from roost.bus.base import Bus
+from roost.config import Settings
+from roost.services.audit import AuditService
+from roost.services.devicelink import DeviceLink
+from roost.services.devices import DeviceService
+from roost.services.scheduler import Scheduler
+from roost.store.database import Database
+
+
+@dataclass(frozen=True)
+class ServiceDeps:
+    """The shared parts a service is built from."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    link: DeviceLink
+    scheduler: Scheduler
+    devices: DeviceService
+    audit: AuditService
+    clock: Callable[[], datetime]
