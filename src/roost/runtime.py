@@ -137,6 +137,9 @@ class Roost:
         link = DeviceLink(bus)
         scheduler = Scheduler(wall_clock=lambda: clock().timestamp())
         deps = ServiceDeps(settings, db, bus, link, scheduler, devices, audit, clock)
+        pipeline = TelemetryPipeline(settings, db, bus, devices, inventory)
+        presence = PresenceService(deps)
+        pipeline.ingest.activity = presence.activity
         return cls(
             settings=settings,
             db=db,
@@ -148,10 +151,10 @@ class Roost:
             credentials=CredentialService(db, secret, clock, device_auth),
             device_auth=device_auth,
             clock=clock,
-            pipeline=TelemetryPipeline(settings, db, bus, devices, inventory),
+            pipeline=pipeline,
             link=link,
             scheduler=scheduler,
-            presence=PresenceService(deps),
+            presence=presence,
             state=StateService(deps),
             commands=CommandService(deps),
             jobs=JobService(deps),

@@ -6,7 +6,7 @@ silently ignored and answering the whole collection.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -97,6 +97,9 @@ class DeviceFilters(QueryParams):
         default_factory=list, description="key:value, or key for 'has tag'; repeatable"
     )
     q: str | None = Field(None, max_length=200, description="Case-insensitive text search")
+    status: Literal["online", "offline", "never_seen"] | None = Field(
+        None, description="Presence: online, offline or never_seen"
+    )
 
     def device_query(self, **overrides: Any) -> DeviceQuery:
         """The service's device filter."""
@@ -108,6 +111,7 @@ class DeviceFilters(QueryParams):
             "group": self.group,
             "tags": tuple(parse_tag_filter(t) for t in self.tag),
             "q": self.q,
+            "status": self.status,
         }
         return DeviceQuery(**{**values, **overrides})
 

@@ -375,6 +375,10 @@ class DeviceIn(Body):
     firmware_id: str | None = None
     customer_id: str | None = None
     notes: str | None = Field(default=None, max_length=100_000)
+    heartbeat_interval_s: StrictInt | None = Field(
+        default=None,
+        description="Expected seconds between heartbeats; overrides the model's (presence)",
+    )
     tags: dict[str, str] | None = None
     group_ids: list[str] | None = Field(default=None, description="Static groups to join")
 
@@ -387,6 +391,9 @@ class DevicePatch(Body):
     firmware_id: str | None = None
     customer_id: str | None = None
     notes: str | None = Field(default=None, max_length=100_000)
+    heartbeat_interval_s: StrictInt | None = Field(
+        default=None, description="Expected seconds between heartbeats; null: the model's"
+    )
     tags: dict[str, str | None] | None = Field(
         default=None,
         description="Merged into the device's tags; a null value removes a tag, "
@@ -408,8 +415,11 @@ class DeviceOut(Out):
     notes: str
     tags: dict[str, str]
     groups: list[str]
+    heartbeat_interval_s: int | None
     status: DeviceStatus
+    status_since: datetime | None
     last_seen_at: datetime | None
+    clock_skew_ms: int | None
     created_at: datetime
     updated_at: datetime
 

@@ -33,7 +33,7 @@ import orjson
 
 from roost.bus.base import Bus, Subscription
 from roost.domain.devices import DeviceIdentity
-from roost.mqtt.ports import RouteHandler
+from roost.mqtt.ports import DevicePublish, RouteHandler
 from roost.mqtt.topics import PublishRoute
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 WAKE_SUBJECT = "roost.devices.wake"
 
 SubscribeHook = Callable[[DeviceIdentity, str], None]
+ActivityHook = Callable[[DeviceIdentity], None]
 ConnectionHook = Callable[[DeviceIdentity, bool], Coroutine[Any, Any, None]]
 
 
@@ -57,6 +58,7 @@ class DeviceLink:
         self._routes: dict[PublishRoute, RouteHandler] = {}
         self._subscribe_hooks: list[SubscribeHook] = []
         self._connection_hooks: list[ConnectionHook] = []
+        self._activity_hooks: list[ActivityHook] = []
         self._live: dict[int, int] = {}
         self._waiters: dict[int, set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -74,9 +76,23 @@ class DeviceLink:
 
     def route(self, kind: PublishRoute, handler: RouteHandler) -> None:
         """Handle device messages on ``kind``'s topics (state, command response, job update)."""
-        self._routes[kind] = handler
+
+        async def handle(message: DevicePublish) -> None:
+            self.activity(message.identity)
+            await handler(message)
+
+        self._routes[kind] = handle
         if self.gateway is not None:
-            self.gateway.route(kind, handler)
+            self.gateway.route(kind, handle)
+
+    def on_activity(self, hook: ActivityHook) -> None:
+        """Call ``hook(identity)`` whenever a device is heard from outside telemetry ingest."""
+        self._activity_hooks.append(hook)
+
+    def activity(self, identity: DeviceIdentity) -> None:
+        """The device called a door just now (an HTTP device route, an MQTT routed message)."""
+        for hook in self._activity_hooks:
+            hook(identity)
 
     def on_subscribe(self, hook: SubscribeHook) -> None:
         """Call ``hook(identity, topic_filter)`` after a device's granted subscription."""

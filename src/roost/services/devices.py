@@ -48,7 +48,10 @@ DEVICE_SORTS = (
     "created_at",
     "updated_at",
     "last_seen_at",
+    "heartbeat_interval_s",
 )
+MAX_HEARTBEAT_INTERVAL_S = 2**31 - 1
+DEVICE_STATUSES = ("online", "offline", "never_seen")
 SENSOR_TYPES = ("double", "long", "boolean", "string", "json")
 SENSOR_FIELDS = ("path", "name", "type", "unit", "description")
 COMPONENT_FIELDS = (
@@ -92,6 +95,7 @@ class DeviceQuery:
     group: str | None = None
     tags: tuple[tuple[str, str | None], ...] = ()
     q: str | None = None
+    status: str | None = None  # presence: online, offline, never_seen
 
 
 def parse_tag_filter(raw: str) -> tuple[str, str | None]:
@@ -157,13 +161,19 @@ def group_condition(
 def _device_out(
     row: Mapping[str, Any], tags: Mapping[str, str], group_ids: list[str]
 ) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in {"pk", "tenant_id"}}
+    out = {k: v for k, v in row.items() if k not in _INTERNAL_COLUMNS}
     out["tags"] = dict(tags)
     out["groups"] = group_ids
-    # Presence (online/offline from sessions and heartbeats) arrives with the gateways; a device
-    # with no recorded activity has never been seen.
-    out["status"] = "never_seen" if row["last_seen_at"] is None else "offline"
+    # Presence, kept up to date by roost.services.presence.
+    out["status"] = row["presence"]
+    out["status_since"] = row["presence_since"]
     return out
+
+
+# Device columns that are not part of a device's representation (keys, presence bookkeeping).
+_INTERNAL_COLUMNS = frozenset(
+    {"pk", "tenant_id", "presence", "presence_since", "connections", "offline_due_at"}
+)
 
 
 class DeviceService:
@@ -247,28 +257,40 @@ class DeviceService:
             row = await self._device_row(conn, actor.tenant_id, device_id)
             return (await self._decorate(conn, actor.tenant_id, [row]))[0]
 
+    async def condition(
+        self, conn: AsyncConnection, tenant_id: str, query: DeviceQuery
+    ) -> sa.ColumnElement[bool]:
+        """SQL selecting the tenant's devices that match every filter of ``query``."""
+        parts = [devices.c.tenant_id == tenant_id]
+        for name in ("site_id", "model_id", "firmware_id", "customer_id"):
+            value = getattr(query, name)
+            if value is not None:
+                parts.append(devices.c[name] == value)
+        parts += [_tag_condition(key, value) for key, value in query.tags]
+        if query.q:
+            parts.append(
+                text_match(
+                    [devices.c.id, devices.c.name, devices.c.description, devices.c.notes], query.q
+                )
+            )
+        if query.status is not None:
+            if query.status not in DEVICE_STATUSES:
+                raise InvalidInput(
+                    f"status must be one of {', '.join(DEVICE_STATUSES)}, not {query.status!r}"
+                )
+            parts.append(devices.c.presence == query.status)
+        if query.group is not None:
+            group = await self._group(conn, tenant_id, query.group)
+            parts.append(group_condition(tenant_id, group))
+        return sa.and_(*parts)
+
     async def list(
         self, actor: Actor, query: DeviceQuery, page: PageRequest
     ) -> Page[dict[str, Any]]:
         """A page of devices matching every given filter."""
         actor.require(Role.VIEWER)
-        stmt = sa.select(devices).where(devices.c.tenant_id == actor.tenant_id)
-        for name in ("site_id", "model_id", "firmware_id", "customer_id"):
-            value = getattr(query, name)
-            if value is not None:
-                stmt = stmt.where(devices.c[name] == value)
-        for key, value in query.tags:
-            stmt = stmt.where(_tag_condition(key, value))
-        if query.q:
-            stmt = stmt.where(
-                text_match(
-                    [devices.c.id, devices.c.name, devices.c.description, devices.c.notes], query.q
-                )
-            )
         async with self.db.read() as conn:
-            if query.group is not None:
-                group = await self._group(conn, actor.tenant_id, query.group)
-                stmt = stmt.where(group_condition(actor.tenant_id, group))
+            stmt = sa.select(devices).where(await self.condition(conn, actor.tenant_id, query))
             rows, total = await fetch_page(
                 conn, stmt, order_by(devices, page.sort, DEVICE_SORTS, "id"), page
             )
@@ -278,13 +300,25 @@ class DeviceService:
     # -- writing -----------------------------------------------------------------------------
 
     def _values(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        values = {}
+        values: dict[str, Any] = {}
         for name in DEVICE_FIELDS:
             if name in data:
                 value = data[name]
                 if value is not None and not isinstance(value, str):
                     raise InvalidInput(f"{name} must be a string")
                 values[name] = value
+        if "heartbeat_interval_s" in data:
+            interval = data["heartbeat_interval_s"]
+            if interval is not None and (
+                isinstance(interval, bool)
+                or not isinstance(interval, int)
+                or not 0 < interval <= MAX_HEARTBEAT_INTERVAL_S
+            ):
+                raise InvalidInput(
+                    "heartbeat_interval_s must be a whole number of seconds between 1 and "
+                    f"{MAX_HEARTBEAT_INTERVAL_S} (or null: the model's interval)"
+                )
+            values["heartbeat_interval_s"] = interval
         check_lengths(devices, values)
         return values
 
@@ -486,7 +520,7 @@ class DeviceService:
         self, conn: AsyncConnection, actor: Actor, device_id: str, changes: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Change a device inside the caller's transaction; tags merge (null removes a tag)."""
-        unknown = set(changes) - {*DEVICE_FIELDS, "tags"}
+        unknown = set(changes) - {*DEVICE_FIELDS, "heartbeat_interval_s", "tags"}
         if unknown:
             raise InvalidInput(f"device has no writable field(s) {sorted(unknown)}")
         values = self._values(changes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,8 @@ class IngestService:
         self._sensor_requests: list[tuple[DeviceContext, dict[str, int], asyncio.Future[None]]] = []
         self._sensor_task: asyncio.Task[None] | None = None
         self._state_loader: BatchLoader[int, DeviceState] = BatchLoader(self._load_states)
+        # Told (device pk, receive time ns, items) of every message taken (presence, clock skew).
+        self.activity: Callable[[int, int, list[Any]], None] | None = None
 
     # -- device contexts ---------------------------------------------------------------------
 
@@ -265,6 +267,8 @@ class IngestService:
         outcome.ticket = self.writer.appended()
         if msg_id is not None:
             state.remember(msg_id, outcome.ticket)
+        if self.activity is not None:
+            self.activity(state.device_pk, recv_ns, items)
         return outcome
 
     def _append(

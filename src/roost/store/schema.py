@@ -224,6 +224,15 @@ devices = sa.Table(
     sa.Column("customer_id", sa.String(128), nullable=True),
     sa.Column("notes", sa.Text(), nullable=False, server_default=""),
     sa.Column("last_seen_at", UTCDateTime(), nullable=True),
+    # Presence (roost.services.presence): expected seconds between heartbeats (overrides the
+    # model's), the derived status and since when, live connections, when a silent device turns
+    # offline (the sweeper's timer), and the median clock skew (device ahead of server, ms).
+    sa.Column("heartbeat_interval_s", sa.Integer(), nullable=True),
+    sa.Column("presence", sa.String(16), nullable=False, server_default="never_seen"),
+    sa.Column("presence_since", UTCDateTime(), nullable=True),
+    sa.Column("connections", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("offline_due_at", UTCDateTime(), nullable=True),
+    sa.Column("clock_skew_ms", sa.Integer(), nullable=True),
     *_timestamps(),
     sa.UniqueConstraint("tenant_id", "id"),
     sa.ForeignKeyConstraint(
@@ -236,6 +245,8 @@ devices = sa.Table(
     sa.Index(None, "tenant_id", "model_id"),
     sa.Index(None, "tenant_id", "firmware_id"),
     sa.Index(None, "tenant_id", "customer_id"),
+    sa.Index(None, "tenant_id", "presence"),
+    sa.Index(None, "offline_due_at"),
     # Never reuse a deleted device's key (SQLite would): tokens and stored data name it.
     sqlite_autoincrement=True,
 )

@@ -43,7 +43,9 @@ async def device_identity(
     """The calling device, from ``Authorization: Bearer <device token>``."""
     if credentials is None or not credentials.credentials:
         raise AuthenticationFailed("send Authorization: Bearer <device token>")
-    return await roost.device_auth.authenticate_token(credentials.credentials)
+    identity = await roost.device_auth.authenticate_token(credentials.credentials)
+    roost.link.activity(identity)  # presence: any device call is a sign of life
+    return identity
 
 
 DeviceDep = Annotated[DeviceIdentity, Depends(device_identity)]
@@ -255,6 +257,7 @@ async def ws_ingest(websocket: WebSocket) -> None:
 
     acker = asyncio.create_task(acknowledge())
     seq = 0
+    roost.link.connection(identity, True)  # presence: online while the socket is open
     try:
         while not closed.is_set():
             receive = asyncio.ensure_future(websocket.receive())
@@ -280,6 +283,7 @@ async def ws_ingest(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        roost.link.connection(identity, False)
         revoked()
         await pending.put(None)
         try:

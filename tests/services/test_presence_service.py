@@ -1,0 +1,109 @@
+"""The presence service over a real Roost (SQLite, in-process bus): changes announced on the bus
+exactly once, kept in history, and the sweeper's timer computed from the stored last-seen time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from roost.config import load_settings
+from roost.domain.access import local_admin
+from roost.domain.devices import DeviceIdentity
+from roost.runtime import Roost
+from roost.services.presence import PRESENCE_SUBJECT
+from roost.store.queries import PageRequest
+
+
+class Clock:
+    """A wall clock the test moves (the presence service reads time only through it)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def roost(tmp_path: Path) -> AsyncIterator[tuple[Roost, Clock]]:
+    settings = load_settings({}, data_dir=tmp_path, admin_password="admin-password-for-tests")
+    clock = Clock()
+    running = Roost.build(settings, clock=clock)
+    await running.start(serve=False)
+    try:
+        yield running, clock
+    finally:
+        await running.close()
+
+
+async def test_changes_are_announced_once_and_kept_in_history(
+    roost: tuple[Roost, Clock],
+) -> None:
+    running, clock = roost
+    actor = local_admin()
+    device = await running.devices.create(actor, {"id": "lamp", "heartbeat_interval_s": 10})
+    identity = await _identity(running, "lamp")
+    notices: list[dict[str, object]] = []
+
+    async def on_notice(subject: str, data: bytes) -> None:
+        notices.append(orjson.loads(data))
+
+    sub = await running.bus.subscribe(PRESENCE_SUBJECT, on_notice)
+    presence = running.presence
+    assert device["status"] == "never_seen"
+
+    heard = clock.now
+    presence.activity(identity.device_pk, int(heard.timestamp() * 1e9))
+    await presence.sweep()
+    await presence.sweep()  # nothing new: no second announcement
+    clock.now = heard + timedelta(seconds=29)
+    await presence.sweep()  # within 3 x 10 s
+    clock.now = heard + timedelta(seconds=31)
+    await presence.sweep()
+    await presence.sweep()
+    await _settle(lambda: len(notices) >= 2)
+    await sub.stop()
+
+    assert [(n["status"], n["previous"], n["reason"]) for n in notices] == [
+        ("online", "never_seen", "message"),
+        ("offline", "online", "missed heartbeats"),
+    ]
+    assert notices[1]["at"] == (heard + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    page = await presence.history(actor, "lamp", PageRequest(limit=10, offset=0))
+    assert [(i["status"], i["at"]) for i in page.items] == [
+        ("offline", heard + timedelta(seconds=30)),
+        ("online", heard),
+    ]
+    now = await presence.get(actor, "lamp")
+    assert now["status"] == "offline" and now["last_seen_at"] == heard
+
+
+async def test_an_older_time_saved_late_never_moves_last_seen_backwards(
+    roost: tuple[Roost, Clock],
+) -> None:
+    running, clock = roost
+    await running.devices.create(local_admin(), {"id": "pump"})
+    identity = await _identity(running, "pump")
+    newer = clock.now
+    running.presence.activity(identity.device_pk, int(newer.timestamp() * 1e9))
+    await running.presence.sweep()
+    running.presence.activity(identity.device_pk, int((newer.timestamp() - 50) * 1e9))
+    await running.presence.sweep()
+    assert (await running.presence.get(local_admin(), "pump"))["last_seen_at"] == newer
+
+
+async def _identity(running: Roost, device_id: str) -> DeviceIdentity:
+    record, token = await running.credentials.issue_token(local_admin(), device_id)
+    return await running.device_auth.authenticate_token(token)
+
+
+async def _settle(condition: Callable[[], bool], seconds: float = 5) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
