@@ -25,12 +25,14 @@ def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServe
     assert not server.unhandled_errors()
 
 
+def admin_of(server: RoostServer) -> Api:
+    with Api(server.url) as anon:
+        return Api(server.url, anon.login("admin", ADMIN_PASSWORD))
+
+
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    anon = Api(mqtt_server.url)
-    token = anon.login("admin", ADMIN_PASSWORD)
-    anon.close()
-    with Api(mqtt_server.url, token) as api:
+    with admin_of(mqtt_server) as api:
         yield api
 
 
@@ -96,7 +98,7 @@ def test_after_a_restart_devices_that_were_connected_go_offline_unless_they_come
     server = RoostServer(tmp_path, mqtt_port=free_port()).start()
     clients: list[Client] = []
     try:
-        with Api(server.url, Api(server.url).login("admin", ADMIN_PASSWORD)) as api:
+        with admin_of(server) as api:
             gone, back = make_device(api), make_device(api)
             for device in (gone, back):
                 resp = api.patch(f"/api/v1/devices/{device.id}", json={"heartbeat_interval_s": 1})
@@ -111,7 +113,7 @@ def test_after_a_restart_devices_that_were_connected_go_offline_unless_they_come
         for client in clients:
             client.close()
         server.start()
-        with Api(server.url, Api(server.url).login("admin", ADMIN_PASSWORD)) as api:
+        with admin_of(server) as api:
             again = Client(server, mqtt.MQTTv5)
             clients.append(again)
             assert again.connect(back.id, back.token) == 0

@@ -353,7 +353,7 @@ class PresenceService:
                     "device_id": change.device_id,
                     "status": change.status,
                     "previous": change.previous,
-                    "at": change.at,
+                    "at": change.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "reason": change.reason,
                 }
             )
