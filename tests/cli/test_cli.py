@@ -236,6 +236,12 @@ def test_devices_create_list_import_export(any_cli: Cli, tmp_path: Path) -> None
     out = cli.ok("device", "import", str(target), "--on-existing", "update")
     assert out.strip() == "imported: 0 created, 0 updated, 1 unchanged, 0 skipped"
 
+    # Presence: none of them was ever heard from.
+    assert cli.json("device", "list", "--status", "never_seen")["total"] == 4
+    assert cli.json("device", "list", "--status", "online")["total"] == 0
+    proc = cli("device", "list", "--status", "asleep")
+    assert proc.returncode == 2 and "asleep" in proc.stderr
+
 
 def test_usage_errors(cli: Cli, tmp_path: Path) -> None:
     unknown = tmp_path / "devices.txt"

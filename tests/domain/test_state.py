@@ -119,3 +119,18 @@ def test_reporting_the_delta_clears_it(desired: dict[str, Any], reported: dict[s
     doc = apply_update(doc, {"reported": doc.delta}, now_ms=T1, limits=StateLimits(1 << 20))
     assert doc.delta == {}
     assert doc.version == 2
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"a": "x\x00y"}, {"a\x00": 1}, {"a": ["ok", {"b": "\x00"}]}],
+    ids=["value", "key", "nested"],
+)
+def test_nul_characters_are_refused_because_postgresql_cannot_store_them(patch: Any) -> None:
+    with pytest.raises(InvalidInput, match="NUL"):
+        apply_update(StateDocument(), {"reported": patch}, now_ms=T0)
+
+
+def test_numbers_beyond_64_bits_are_refused_as_input_not_crashed_on() -> None:
+    with pytest.raises(InvalidInput, match="JSON"):
+        apply_update(StateDocument(), {"desired": {"big": 10**30}}, now_ms=T0)

@@ -24,6 +24,8 @@ DEV = "dev-1"
         ("devices/dev-1/jobs/get", PublishRoute.JOB_GET),
         ("devices/dev-1/jobs/start-next", PublishRoute.JOB_START_NEXT),
         ("devices/dev-1/jobs/get/update", PublishRoute.JOB_UPDATE),
+        ("devices/dev-1/state/name/lights/reported", PublishRoute.STATE_REPORTED),
+        ("devices/dev-1/state/name/lights/get", PublishRoute.STATE_GET),
     ],
 )
 def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -> None:
@@ -43,6 +45,8 @@ def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -
         "devices/dev-1/jobs/notify", "devices/dev-1/jobs/j/update/accepted", "$SYS/broker",
         "devices/dev-1/state/get/accepted", "devices/dev-1/jobs/start-next/x",
         "devices/dev-2/jobs/start-next", "devices/dev-1/state/update",
+        "devices/dev-1/state/name//reported", "devices/dev-1/state/name/x/delta",
+        "devices/dev-1/state/names/x/reported", "devices/dev-2/state/name/x/reported",
         "/devices/dev-1/telemetry", "devices/dev-10/telemetry", "dev-1/telemetry", "",
     ],
 )  # fmt: skip

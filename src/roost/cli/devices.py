@@ -57,6 +57,10 @@ TagFilterOption = Annotated[
 TextOption = Annotated[
     str | None, typer.Option("--q", help="Case-insensitive text search in id, name, notes.")
 ]
+StatusOption = Annotated[
+    Literal["online", "offline", "never_seen"] | None,
+    typer.Option("--status", help="Presence: online, offline or never_seen.", show_default=False),
+]
 FormatOption = Annotated[
     Literal["csv", "json"] | None,
     typer.Option(
@@ -73,6 +77,7 @@ def _query(
     group_id: str | None,
     tags: list[str] | None,
     q: str | None,
+    status: str | None = None,
 ) -> DeviceQuery:
     return DeviceQuery(
         site_id=site,
@@ -82,6 +87,7 @@ def _query(
         group=group_id,
         tags=tuple(parse_tag_filter(t) for t in tags or ()),
         q=q,
+        status=status,
     )
 
 
@@ -103,6 +109,14 @@ def _print_device(device: dict[str, Any]) -> None:
         ("customer", device["customer_id"]),
         ("status", device["status"]),
         ("last seen", when(device["last_seen_at"])),
+        (
+            "heartbeat",
+            f"{device['heartbeat_interval_s']} s" if device["heartbeat_interval_s"] else "",
+        ),
+        (
+            "clock skew",
+            f"{device['clock_skew_ms']} ms" if device["clock_skew_ms"] is not None else "",
+        ),
         ("tags", _tags_text(device["tags"])),
         ("groups", ", ".join(device["groups"])),
         ("notes", device["notes"]),
@@ -200,6 +214,7 @@ def list_(
     group_id: GroupOption = None,
     tag: TagFilterOption = None,
     q: TextOption = None,
+    status: StatusOption = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="Devices per page.")
     ] = DEFAULT_LIMIT,
@@ -212,10 +227,10 @@ def list_(
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """List devices, filtered by site, model, firmware, customer, group, tag or text."""
+    """List devices, filtered by site, model, firmware, customer, group, tag, text or presence."""
 
     async def work() -> Page[dict[str, Any]]:
-        query = _query(site, model, firmware, customer, group_id, tag, q)
+        query = _query(site, model, firmware, customer, group_id, tag, q, status)
         async with open_roost(data_dir, database_url) as roost:
             actor = await tenant_actor(roost, tenant)
             return await roost.devices.list(actor, query, PageRequest(limit, offset, sort))

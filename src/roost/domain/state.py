@@ -117,8 +117,12 @@ def apply_update(
         if not isinstance(patch, dict):
             raise InvalidInput(f"{name} must be an object or null")
         _check_depth(patch, limits.max_depth, name)
+        _check_text(patch, name)
         sections[name], metadata[name] = _merge(sections[name], metadata[name], patch, now_ms)
-    size = len(orjson.dumps({"desired": sections["desired"], "reported": sections["reported"]}))
+    try:
+        size = len(orjson.dumps({"desired": sections["desired"], "reported": sections["reported"]}))
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise InvalidInput(f"the state cannot be stored as JSON: {exc}") from exc
     if size > limits.max_bytes:
         raise PayloadTooLarge(
             f"the state would hold {size} bytes of desired and reported; the limit is "
@@ -184,3 +188,17 @@ def _check_depth(value: Any, limit: int, where: str, depth: int = 0) -> None:
     elif isinstance(value, list):
         for inner in value:
             _check_depth(inner, limit, where, depth + 1)
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Refuse NUL characters in names and strings: PostgreSQL's JSONB cannot hold them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(f"{where}: text must not contain NUL (\\u0000) characters")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _check_text(key, where)
+            _check_text(inner, f"{where}.{key}")
+    elif isinstance(value, list):
+        for inner in value:
+            _check_text(inner, where)

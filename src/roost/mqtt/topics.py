@@ -85,8 +85,8 @@ class PublishRoute(enum.Enum):
     TELEMETRY = "telemetry"  # devices/{id}/telemetry
     EVENTS = "events"  # devices/{id}/events
     AUTO = "auto"  # the bare {id} (seed convention): telemetry or events by shape
-    STATE_REPORTED = "state_reported"  # devices/{id}/state/reported
-    STATE_GET = "state_get"  # devices/{id}/state/get (answer on state/get/accepted)
+    STATE_REPORTED = "state_reported"  # devices/{id}/state[/name/{name}]/reported
+    STATE_GET = "state_get"  # devices/{id}/state[/name/{name}]/get (answer on …/get/accepted)
     COMMAND_RESPONSE = "command_response"  # devices/{id}/commands/{cmd}/response
     JOB_UPDATE = "job_update"  # devices/{id}/jobs/{job}/update
     JOB_GET = "job_get"  # devices/{id}/jobs/get (answer: the pending list on jobs/notify)
@@ -132,6 +132,13 @@ def publish_route(device_id: str, topic: str) -> PublishRoute | None:
         return None
     if n == 4:
         return _FOUR_LEVEL_ROUTES.get((leaf, parts[3]))
+    if n == 6 and leaf == "state" and parts[3] == "name" and parts[4]:
+        # A named state: devices/{id}/state/name/{name}/reported or …/get.
+        if parts[5] == "reported":
+            return PublishRoute.STATE_REPORTED
+        if parts[5] == "get":
+            return PublishRoute.STATE_GET
+        return None
     if n == 5 and parts[3]:
         if leaf == "commands" and parts[4] == "response":
             return PublishRoute.COMMAND_RESPONSE

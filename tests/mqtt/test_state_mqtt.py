@@ -1,0 +1,439 @@
+"""Device state over MQTT against a running ``roost serve``: paho devices receive deltas when
+desired changes, on subscribe and on every reconnect, report and ask for their document, and
+see their bad reports refused (MQTT 5 reason code and the ``…/state/rejected`` topic)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+
+from tests.support import (
+    ADMIN_PASSWORD,
+    Api,
+    RoostServer,
+    free_port,
+    fresh_postgres_database,
+    postgres_reachable,
+    skip_or_fail,
+    unique,
+)
+
+TIMEOUT = 10
+PAYLOAD_FORMAT_INVALID = 0x99
+ENV = {"ROOST_TIMER_CHECK_S": "0.2"}
+
+
+@pytest.fixture(scope="module")
+def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
+    """A Roost (SQLite) with its MQTT listener on, shared by this module."""
+    server = RoostServer(
+        tmp_path_factory.mktemp("roost-state-mqtt"), mqtt_port=free_port(), env_overrides=ENV
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log
+    assert not server.unhandled_errors()
+
+
+@pytest.fixture(scope="module")
+def admin(mqtt_server: RoostServer) -> Iterator[Api]:
+    with login(mqtt_server) as api:
+        yield api
+
+
+def login(server: RoostServer) -> Api:
+    anon = Api(server.url)
+    token = anon.login("admin", ADMIN_PASSWORD)
+    anon.close()
+    return Api(server.url, token)
+
+
+@dataclass
+class Device:
+    id: str
+    token: str
+
+
+def make_device(admin: Api) -> Device:
+    device_id = unique("dev")
+    resp = admin.post("/api/v1/devices", json={"id": device_id, "name": device_id})
+    assert resp.status_code == 201, resp.text
+    resp = admin.post(f"/api/v1/devices/{device_id}/tokens", json={})
+    assert resp.status_code in (200, 201), resp.text
+    return Device(device_id, resp.json()["token"])
+
+
+@pytest.fixture
+def device(admin: Api) -> Device:
+    return make_device(admin)
+
+
+def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)
+
+
+class Client:
+    """A paho device with what it received kept for the test (messages as (topic, JSON))."""
+
+    def __init__(self, server: RoostServer, device: Device, protocol: int = mqtt.MQTTv311,
+                 client_id: str = "", clean: bool = True) -> None:  # fmt: skip
+        self.server = server
+        self.device = device
+        self.protocol = protocol
+        self.clean = clean
+        # MQTT 3.1.1 takes clean session when the client is made, MQTT 5 clean start at CONNECT.
+        v311 = {"clean_session": clean} if protocol == mqtt.MQTTv311 else {}
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or unique("c"),
+            protocol=protocol,
+            **v311,  # type: ignore[arg-type]
+        )
+        self.paho.username_pw_set(device.id, device.token)
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.connack: Any = None
+        self.session_present: bool | None = None
+        self.acks: dict[int, Any] = {}
+        self.subacks: dict[int, Any] = {}
+        self.messages: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        self.paho.on_connect = self._on_connect
+        self.paho.on_disconnect = self._on_disconnect
+        self.paho.on_publish = lambda c, u, mid, reason, props: self.acks.__setitem__(mid, reason)
+        self.paho.on_subscribe = lambda c, u, mid, codes, p: self.subacks.__setitem__(mid, codes)
+        self.paho.on_message = self._on_message
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connack = reason
+        self.session_present = flags.session_present
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, _: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.disconnected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, json.loads(msg.payload)))
+
+    def connect(self, *, expiry: int | None = None) -> None:
+        port = self.server.mqtt_port
+        if self.protocol == mqtt.MQTTv5:
+            props = PahoProperties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry or 0
+            self.paho.connect(
+                "127.0.0.1", port, keepalive=30, clean_start=self.clean, properties=props
+            )
+        else:
+            self.paho.connect("127.0.0.1", port, keepalive=30)
+        self.paho.loop_start()
+        assert self.connected.wait(TIMEOUT), "no CONNACK"
+        assert self.connack == 0, self.connack
+
+    def subscribe(self, *suffixes: str) -> None:
+        """Subscribe (QoS 1) to ``devices/{id}/{suffix}`` filters and wait for the SUBACK."""
+        filters = [(f"devices/{self.device.id}/{s}", 1) for s in suffixes]
+        _, mid = self.paho.subscribe(filters)
+        assert eventually(lambda: mid in self.subacks), "no SUBACK"
+        codes = self.subacks[mid]
+        assert all(int(getattr(c, "value", c)) == 1 for c in codes), codes
+
+    def publish(self, suffix: str, payload: bytes | str) -> Any:
+        """Publish at QoS 1 to ``devices/{id}/{suffix}``; answer the PUBACK's reason."""
+        info = self.paho.publish(f"devices/{self.device.id}/{suffix}", payload, 1)
+        info.wait_for_publish(TIMEOUT)
+        assert eventually(lambda: info.mid in self.acks), "no PUBACK"
+        return self.acks[info.mid]
+
+    def received(self, suffix: str) -> list[Any]:
+        topic = f"devices/{self.device.id}/{suffix}"
+        with self._lock:
+            return [payload for t, payload in self.messages if t == topic]
+
+    def wait_for(self, suffix: str, check: Callable[[Any], bool] = bool) -> Any:
+        """The first message on ``suffix`` that passes ``check`` (waiting for it)."""
+        found = eventually(lambda: [m for m in self.received(suffix) if check(m)])
+        assert found, f"nothing on {suffix} passing the check; got {self.messages}"
+        return found[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.paho.disconnect()
+        assert self.disconnected.wait(TIMEOUT)
+        self.paho.loop_stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        if client.connected.is_set() and not client.disconnected.is_set():
+            client.close()
+
+
+def set_desired(admin: Api, device_id: str, desired: dict[str, Any], name: str = "") -> Any:
+    path = f"/api/v1/devices/{device_id}/" + (f"states/{name}" if name else "state")
+    resp = admin.patch(path, json={"desired": desired})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def get_state(admin: Api, device_id: str) -> Any:
+    resp = admin.get(f"/api/v1/devices/{device_id}/state")
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def delta_flow(server: RoostServer, admin: Api, device: Device, clients: list[Client]) -> None:
+    """A desired change reaches the device as a delta and clears when it reports."""
+    client = Client(server, device)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/delta", "state/desired")
+    set_desired(admin, device.id, {"light": "on", "temp": 21})
+    delta = client.wait_for("state/delta")
+    assert (delta["version"], delta["delta"]) == (1, {"light": "on", "temp": 21})
+    assert isinstance(delta["timestamp"], int)
+    desired = client.wait_for("state/desired")
+    assert (desired["version"], desired["desired"]) == (1, {"light": "on", "temp": 21})
+
+    assert client.publish("state/reported", json.dumps({"light": "on", "temp": 21})) == 0
+    # Acknowledged means committed: the delta is empty at once.
+    doc = get_state(admin, device.id)
+    assert (doc["version"], doc["delta"], doc["reported"]) == (2, {}, {"light": "on", "temp": 21})
+
+    client.clear()
+    set_desired(admin, device.id, {"temp": 22})
+    delta = client.wait_for("state/delta")
+    assert (delta["version"], delta["delta"]) == (3, {"temp": 22})
+
+
+def test_a_desired_change_reaches_the_device_as_a_delta_and_clears_when_reported(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    delta_flow(mqtt_server, admin, device, clients)
+
+
+def test_a_clean_session_gets_the_current_delta_when_it_subscribes(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    set_desired(admin, device.id, {"mode": "eco"})  # while the device is away
+    client = Client(mqtt_server, device, mqtt.MQTTv5)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/delta")
+    delta = client.wait_for("state/delta")
+    assert (delta["version"], delta["delta"]) == (1, {"mode": "eco"})
+
+    # Reconnecting with a clean session and subscribing again gives it again.
+    client.close()
+    client = Client(mqtt_server, device, mqtt.MQTTv5)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/#")
+    assert client.wait_for("state/delta")["delta"] == {"mode": "eco"}
+
+
+def test_a_persistent_session_gets_the_current_delta_on_reconnect_without_subscribing(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    client_id = unique("persistent")
+    client = Client(mqtt_server, device, mqtt.MQTTv5, client_id, clean=False)
+    clients.append(client)
+    client.connect(expiry=300)
+    client.subscribe("state/delta")
+    set_desired(admin, device.id, {"valve": "open"})
+    assert client.wait_for("state/delta")["delta"] == {"valve": "open"}
+    # The device does not act on it; it goes away and comes back, resuming its session. The
+    # delta it already acknowledged is sent again because it is still outstanding.
+    client.close()
+    client = Client(mqtt_server, device, mqtt.MQTTv5, client_id, clean=False)
+    clients.append(client)
+    client.connect(expiry=300)
+    assert client.session_present
+    delta = client.wait_for("state/delta")
+    assert (delta["version"], delta["delta"]) == (1, {"valve": "open"})
+
+    # The same with MQTT 3.1.1 persistent sessions (clean session 0).
+    other = make_device(admin)
+    client_id = unique("persistent")
+    old = Client(mqtt_server, other, mqtt.MQTTv311, client_id, clean=False)
+    clients.append(old)
+    old.connect()
+    old.subscribe("state/delta")
+    old.close()
+    set_desired(admin, other.id, {"valve": "closed"})
+    old = Client(mqtt_server, other, mqtt.MQTTv311, client_id, clean=False)
+    clients.append(old)
+    old.connect()
+    assert old.session_present
+    assert old.wait_for("state/delta")["delta"] == {"valve": "closed"}
+
+
+def test_state_get_answers_the_whole_document(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    set_desired(admin, device.id, {"light": "off"})
+    client = Client(mqtt_server, device)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/get/accepted")
+    assert client.publish("state/reported", json.dumps({"light": "on", "fw": "1.0"})) == 0
+    assert client.publish("state/get", b"") == 0
+    doc = client.wait_for("state/get/accepted")
+    assert doc["version"] == 2
+    assert doc["desired"] == {"light": "off"}
+    assert doc["reported"] == {"light": "on", "fw": "1.0"}
+    assert doc["delta"] == {"light": "off"}
+    assert set(doc["metadata"]) == {"desired", "reported"}
+
+
+def test_named_state_deltas_go_to_their_own_topic(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    client = Client(mqtt_server, device)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/name/+/delta")
+    set_desired(admin, device.id, {"level": 40}, name="lights")
+    delta = client.wait_for("state/name/lights/delta")
+    assert (delta["version"], delta["delta"]) == (1, {"level": 40})
+    # The default state's delta is not on that filter.
+    set_desired(admin, device.id, {"mode": "eco"})
+    client.close()
+    client = Client(mqtt_server, device)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/name/+/delta")
+    assert client.wait_for("state/name/lights/delta")["delta"] == {"level": 40}
+    assert client.received("state/delta") == []
+
+    # The device reports and reads the named state on its own topics; the delta clears.
+    client.subscribe("state/name/lights/get/accepted")
+    assert client.publish("state/name/lights/reported", json.dumps({"level": 40})) == 0
+    assert client.publish("state/name/lights/get", b"") == 0
+    doc = client.wait_for("state/name/lights/get/accepted")
+    assert (doc["reported"], doc["delta"]) == ({"level": 40}, {})
+    resp = admin.get(f"/api/v1/devices/{device.id}/state")
+    assert resp.json()["reported"] == {}  # the default state is untouched
+    # A state that does not exist is answered on get/rejected.
+    client.subscribe("state/name/+/get/rejected")
+    assert client.publish("state/name/nothing/get", b"") == 0
+    assert client.wait_for("state/name/nothing/get/rejected")["code"] == 404
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["v311", "v5"])
+def test_bad_reports_are_refused_and_published_on_rejected(
+    mqtt_server: RoostServer, admin: Api, clients: list[Client], protocol: int
+) -> None:
+    device = make_device(admin)
+    client = Client(mqtt_server, device, protocol)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/rejected")
+    deep: dict[str, Any] = {"v": 1}
+    for _ in range(8):
+        deep = {"n": deep}
+    cases = [
+        (b"{not json", 400, "malformed"),
+        (b"[1, 2]", 400, "object"),
+        (b'"on"', 400, "object"),
+        (json.dumps(deep).encode(), 400, "deeper"),
+        (json.dumps({"big": "x" * 9000}).encode(), 413, "limit"),
+    ]
+    for payload, code, phrase in cases:
+        client.clear()
+        reason = client.publish("state/reported", payload)
+        if protocol == mqtt.MQTTv5:
+            assert int(reason.value) == PAYLOAD_FORMAT_INVALID, (payload, reason)
+        rejected = client.wait_for("state/rejected")
+        assert rejected["code"] == code, rejected
+        assert phrase in rejected["message"].lower(), rejected
+    # Nothing was stored, and a good report still works on the same connection.
+    assert get_state(admin, device.id)["version"] == 0
+    assert client.publish("state/reported", b'{"ok": true}') == 0
+    assert get_state(admin, device.id)["reported"] == {"ok": True}
+
+
+def test_another_devices_state_topics_are_refused(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    other = make_device(admin)
+    client = Client(mqtt_server, device, mqtt.MQTTv5)
+    clients.append(client)
+    client.connect()
+    _, mid = client.paho.subscribe(f"devices/{other.id}/state/delta", 1)
+    assert eventually(lambda: mid in client.subacks)
+    assert client.subacks[mid][0].is_failure
+    info = client.paho.publish(f"devices/{other.id}/state/reported", b'{"a": 1}', 1)
+    info.wait_for_publish(TIMEOUT)
+    assert eventually(lambda: info.mid in client.acks)
+    assert client.acks[info.mid].is_failure
+    assert get_state(admin, other.id)["version"] == 0
+
+
+# Last in the module: restarts the module's server.
+def test_the_last_reported_state_survives_a_restart(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client]
+) -> None:
+    client = Client(mqtt_server, device)
+    clients.append(client)
+    client.connect()
+    assert client.publish("state/reported", json.dumps({"fw": "2.0", "light": "on"})) == 0
+    client.close()
+    set_desired(admin, device.id, {"light": "off"})
+    mqtt_server.stop()
+    mqtt_server.start()
+    with login(mqtt_server) as api:
+        doc = get_state(api, device.id)
+    assert doc["reported"] == {"fw": "2.0", "light": "on"}
+    assert (doc["version"], doc["delta"]) == (2, {"light": "off"})
+    client = Client(mqtt_server, device)
+    clients.append(client)
+    client.connect()
+    client.subscribe("state/delta")
+    assert client.wait_for("state/delta")["delta"] == {"light": "off"}
+
+
+def test_postgresql_delta_flow(tmp_path_factory: pytest.TempPathFactory,
+                               clients: list[Client]) -> None:  # fmt: skip
+    reason = postgres_reachable()
+    if reason:
+        skip_or_fail(reason)
+    with fresh_postgres_database() as url:
+        server = RoostServer(
+            tmp_path_factory.mktemp("roost-state-pg"),
+            database_url=url,
+            mqtt_port=free_port(),
+            env_overrides=ENV,
+        ).start()
+        try:
+            with login(server) as api:
+                delta_flow(server, api, make_device(api), clients)
+            for client in clients:
+                client.close()
+            clients.clear()
+        finally:
+            server.stop()
+        assert not server.unhandled_errors()
