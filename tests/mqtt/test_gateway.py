@@ -94,15 +94,19 @@ class Client:
     """A paho client with the callbacks' results kept for the test to look at."""
 
     def __init__(self, server: RoostServer, protocol: int, client_id: str = "",
-                 transport: str = "tcp") -> None:  # fmt: skip
+                 transport: str = "tcp", clean_session: bool = True) -> None:  # fmt: skip
         self.server = server
         self.protocol = protocol
         self.transport = transport
+        # MQTT 3.1.1's clean session flag is fixed when paho's client is made (v5 sets clean
+        # start per CONNECT instead).
+        self.clean_session = clean_session
         self.paho = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or unique("c"),
             protocol=protocol,
             transport=transport,  # type: ignore[arg-type]
+            clean_session=None if protocol == mqtt.MQTTv5 else clean_session,
         )
         self.connack: Any = None
         self.session_present: bool | None = None
@@ -146,7 +150,7 @@ class Client:
                 props.SessionExpiryInterval = expiry
             self.paho.connect("127.0.0.1", port, keepalive=30, clean_start=clean, properties=props)
         else:
-            self.paho.clean_session = clean  # type: ignore[attr-defined]
+            assert clean == self.clean_session, "MQTT 3.1.1: pass clean_session to Client()"
             self.paho.connect("127.0.0.1", port, keepalive=30)
         self.paho.loop_start()
         assert self.connected.wait(TIMEOUT) or self.disconnected.wait(TIMEOUT), "no CONNACK"
@@ -268,6 +272,20 @@ def test_persistent_session_keeps_its_subscription(
     second = Client(mqtt_server, mqtt.MQTTv5, client_id)
     clients.append(second)
     second.connect(device.id, device.token, clean=False, expiry=300)
+    assert second.session_present is True
+
+
+def test_persistent_session_of_a_v311_client(
+    mqtt_server: RoostServer, device: Device, clients: list[Client]
+) -> None:
+    client_id = unique("persist311")
+    first = Client(mqtt_server, mqtt.MQTTv311, client_id, clean_session=False)
+    first.connect(device.id, device.token, clean=False)
+    assert first.session_present is False
+    first.close()
+    second = Client(mqtt_server, mqtt.MQTTv311, client_id, clean_session=False)
+    clients.append(second)
+    second.connect(device.id, device.token, clean=False)
     assert second.session_present is True
 
 
