@@ -205,7 +205,7 @@ def test_v5_refusals_come_back_as_reason_codes(
     client.connect("JWT", device.token)
     assert client.publish("devices/someone-else/telemetry", b"{}", 1) == 0x87
     assert client.publish(f"devices/{device.id}/telemetry", b"not json", 1) == 0x99
-    assert client.publish(f"devices/{device.id}/state/reported", b"{}", 1) == 0x83
+    assert client.publish(f"devices/{device.id}/state/reported", b"[1]", 1) == 0x99
     _, mid = client.paho.subscribe(
         [(f"devices/{device.id}/commands/#", 1), ("devices/someone-else/commands/#", 1)]
     )
