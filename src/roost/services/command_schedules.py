@@ -30,6 +30,7 @@ from roost.domain.schedules import (
 from roost.errors import InvalidInput, NotFound
 from roost.services import audit
 from roost.services.context import ServiceDeps
+from roost.services.devices import device_pk_of
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 from roost.store.schema import devices
 from roost.store.schema_commands import command_schedules as schedules
@@ -137,18 +138,6 @@ class CommandScheduleService:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _device_pk(self, conn: AsyncConnection, tenant_id: str, device_id: str) -> int:
-        pk = (
-            await conn.execute(
-                sa.select(devices.c.pk).where(
-                    devices.c.tenant_id == tenant_id, devices.c.id == device_id
-                )
-            )
-        ).scalar()
-        if pk is None:
-            raise NotFound(f"no device {device_id!r}")
-        return int(pk)
-
     async def _row(self, conn: AsyncConnection, tenant_id: str, schedule_id: str) -> dict[str, Any]:
         row = await fetch_one(
             conn,
@@ -172,7 +161,7 @@ class CommandScheduleService:
         stmt = _select().where(schedules.c.tenant_id == actor.tenant_id)
         async with self.db.read() as conn:
             if device_id is not None:
-                pk = await self._device_pk(conn, actor.tenant_id, device_id)
+                pk = await device_pk_of(conn, actor.tenant_id, device_id)
                 stmt = stmt.where(schedules.c.device_pk == pk)
             rows, total = await fetch_page(
                 conn, stmt, order_by(schedules, page.sort, SORTS, "created_at"), page
@@ -207,7 +196,7 @@ class CommandScheduleService:
             "updated_at": now,
         }
         async with self.db.write() as conn:
-            values["device_pk"] = await self._device_pk(conn, actor.tenant_id, device_id)
+            values["device_pk"] = await device_pk_of(conn, actor.tenant_id, device_id)
             await conn.execute(schedules.insert().values(**values))
             record = schedule_out({**values, "device_id": device_id})
             await audit.record(

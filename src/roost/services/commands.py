@@ -54,6 +54,7 @@ from roost.mqtt.topics import PublishRoute
 from roost.services import audit
 from roost.services.command_schedules import CommandScheduleService
 from roost.services.context import ServiceDeps
+from roost.services.devices import device_pk_of
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 from roost.store.schema import devices
 from roost.store.schema_commands import commands
@@ -206,18 +207,6 @@ class CommandService:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _device_pk(self, conn: AsyncConnection, tenant_id: str, device_id: str) -> int:
-        pk = (
-            await conn.execute(
-                sa.select(devices.c.pk).where(
-                    devices.c.tenant_id == tenant_id, devices.c.id == device_id
-                )
-            )
-        ).scalar()
-        if pk is None:
-            raise NotFound(f"no device {device_id!r}")
-        return int(pk)
-
     async def _row(self, conn: AsyncConnection, device_pk: int, command_id: str) -> dict[str, Any]:
         row = await fetch_one(
             conn,
@@ -231,7 +220,7 @@ class CommandService:
         """One command of a device."""
         actor.require(Role.VIEWER)
         async with self.db.read() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             return command_out(await self._row(conn, pk, command_id))
 
     async def list_commands(
@@ -251,7 +240,7 @@ class CommandService:
             )
         page = PageRequest(page.limit, page.offset, page.sort or "-created_at")
         async with self.db.read() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             stmt = _select().where(commands.c.device_pk == pk)
             if wanted:
                 stmt = stmt.where(commands.c.status.in_(wanted))
@@ -336,7 +325,7 @@ class CommandService:
         actor.require(Role.OPERATOR)
         now = self.clock()
         async with self.db.write() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             record = await self.insert_in(
                 conn, actor.tenant_id, pk, device_id, request, now, created_by=actor.name
             )
@@ -372,7 +361,7 @@ class CommandService:
         actor.require(Role.OPERATOR)
         now = self.clock()
         async with self.db.write() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             row = await self._row(conn, pk, command_id)
             after = await self._move(
                 conn, row, C.CANCELED, now, completed_at=now, due_at=None,
@@ -646,7 +635,7 @@ class CommandService:
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise InvalidInput(f"wait must be between 0 and {MAX_WAIT_S} seconds")
         async with self.db.read() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
         if not self.device_reachable(pk):
             wait_s = 0
         loop = asyncio.get_running_loop()

@@ -158,6 +158,20 @@ def group_condition(
     return sa.and_(*parts)
 
 
+async def device_pk_of(conn: AsyncConnection, tenant_id: str, device_id: str) -> int:
+    """The surrogate key of the tenant's device ``device_id``; NotFound when there is none."""
+    pk = (
+        await conn.execute(
+            sa.select(devices.c.pk).where(
+                devices.c.tenant_id == tenant_id, devices.c.id == device_id
+            )
+        )
+    ).scalar()
+    if pk is None:
+        raise NotFound(f"no device {device_id!r}")
+    return int(pk)
+
+
 def _device_out(
     row: Mapping[str, Any], tags: Mapping[str, str], group_ids: list[str]
 ) -> dict[str, Any]:

@@ -55,8 +55,8 @@ from roost.mqtt.topics import PublishRoute, topic_matches
 from roost.services import audit
 from roost.services.batching import BatchLoader
 from roost.services.context import ServiceDeps
+from roost.services.devices import device_pk_of
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one
-from roost.store.schema import devices
 from roost.store.schema_state import device_state_history, device_states
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class StateService:
         update: Any,
         writer: Writer,
     ) -> StateChange:
-        pk = await self._device_pk(conn, tenant_id, device_id)
+        pk = await device_pk_of(conn, tenant_id, device_id)
         row = await fetch_one(
             conn,
             sa.select(device_states)
@@ -262,18 +262,6 @@ class StateService:
                 at=now,
             )
         return StateChange(tenant_id, device_id, pk, name, doc, now, "desired" in update)
-
-    async def _device_pk(self, conn: AsyncConnection, tenant_id: str, device_id: str) -> int:
-        pk = (
-            await conn.execute(
-                sa.select(devices.c.pk).where(
-                    devices.c.tenant_id == tenant_id, devices.c.id == device_id
-                )
-            )
-        ).scalar_one_or_none()
-        if pk is None:
-            raise NotFound(f"no device {device_id!r}")
-        return int(pk)
 
     async def _check_room(self, conn: AsyncConnection, pk: int, name: str) -> None:
         if name == DEFAULT_STATE:
@@ -357,7 +345,7 @@ class StateService:
 
     async def _get(self, tenant_id: str, device_id: str, name: str) -> dict[str, Any]:
         async with self.deps.db.read() as conn:
-            pk = await self._device_pk(conn, tenant_id, device_id)
+            pk = await device_pk_of(conn, tenant_id, device_id)
             row = await fetch_one(
                 conn,
                 sa.select(device_states).where(
@@ -409,7 +397,7 @@ class StateService:
         version: int | None,
         writer: Writer,
     ) -> StateChange:
-        pk = await self._device_pk(conn, actor.tenant_id, device_id)
+        pk = await device_pk_of(conn, actor.tenant_id, device_id)
         row = await fetch_one(
             conn,
             sa.select(device_states)
@@ -459,7 +447,7 @@ class StateService:
         """The device's states (name, version, updated_at), by name."""
         actor.require(Role.VIEWER)
         async with self.deps.db.read() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             where = (device_states.c.device_pk == pk) & device_states.c.deleted_at.is_(None)
             total = (
                 await conn.execute(
@@ -493,7 +481,7 @@ class StateService:
         actor.require(Role.VIEWER)
         h = device_state_history
         async with self.deps.db.read() as conn:
-            pk = await self._device_pk(conn, actor.tenant_id, device_id)
+            pk = await device_pk_of(conn, actor.tenant_id, device_id)
             where = [h.c.device_pk == pk]
             if name is not None:
                 where.append(h.c.name == check_name(name))
