@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +203,44 @@ def assert_problem(
     if detail_contains is not None:
         assert detail_contains.lower() in body["detail"].lower(), body
     return body
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it answers something true and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s (last answer: {result!r})")
+        time.sleep(interval)
+
+
+def admin_client(server: RoostServer) -> Api:
+    """A client of the superuser ``admin`` on ``server`` (close it when done)."""
+    with Api(server.url) as anon:
+        return Api(server.url, anon.login("admin", ADMIN_PASSWORD))
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device made for a test, with a token of its own."""
+
+    id: str
+    token: str
+    token_id: str
+
+
+def make_device(api: Api, **fields: Any) -> Device:
+    """Register a device (a unique id, optional fields) and issue it a token."""
+    device_id = unique("dev")
+    resp = api.post("/api/v1/devices", json={"id": device_id, "name": device_id, **fields})
+    assert resp.status_code == 201, resp.text
+    resp = api.post(f"/api/v1/devices/{device_id}/tokens", json={})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return Device(device_id, body["token"], body["id"])
 
 
 def unique(prefix: str) -> str:

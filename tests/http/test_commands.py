@@ -4,7 +4,6 @@ device long-polls and answers; timeouts, expiry, scheduled commands and command 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,20 +12,9 @@ import pytest
 
 from roost.domain.schedules import next_fire, parse_timezone
 from tests.conftest import Tenant
-from tests.support import Api, assert_problem, unique
+from tests.support import Api, assert_problem, eventually, unique
 
 DEADLINE_S = 20
-
-
-def eventually(check: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
-    """Poll ``check`` until it answers something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.1)
 
 
 def ts(value: str) -> datetime:

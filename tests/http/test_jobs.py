@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tests.conftest import Tenant
-from tests.support import Api, assert_problem, unique
+from tests.support import Api, assert_problem, eventually, unique
 
 TIMEOUT = 15
 
@@ -19,15 +18,6 @@ TIMEOUT = 15
 class Device:
     id: str
     api: Api  # authenticated with the device's token
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def make_devices(tenant: Tenant, n: int, **fields: Any) -> list[Device]:

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from tests.conftest import Tenant
-from tests.support import Api, assert_problem, unique
+from tests.support import Api, assert_problem, eventually, unique
 
 TIMEOUT = 15
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 def at(text: str) -> datetime:

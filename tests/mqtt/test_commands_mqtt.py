@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +13,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.support import (
-    ADMIN_PASSWORD,
     Api,
+    Device,
     RoostServer,
+    admin_client,
+    eventually,
     free_port,
     fresh_postgres_database,
+    make_device,
     postgres_reachable,
     skip_or_fail,
     unique,
@@ -60,40 +61,13 @@ def _run(server: RoostServer) -> Iterator[RoostServer]:
 
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    anon = Api(mqtt_server.url)
-    token = anon.login("admin", ADMIN_PASSWORD)
-    anon.close()
-    with Api(mqtt_server.url, token) as api:
+    with admin_client(mqtt_server) as api:
         yield api
-
-
-@dataclass
-class Device:
-    id: str
-    token: str
-
-
-def make_device(admin: Api) -> Device:
-    device_id = unique("dev")
-    assert admin.post("/api/v1/devices", json={"id": device_id}).status_code == 201
-    resp = admin.post(f"/api/v1/devices/{device_id}/tokens", json={})
-    assert resp.status_code in (200, 201), resp.text
-    return Device(device_id, resp.json()["token"])
 
 
 @pytest.fixture
 def device(admin: Api) -> Device:
     return make_device(admin)
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.05)
 
 
 def iso(value: datetime) -> str:

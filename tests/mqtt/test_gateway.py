@@ -9,8 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,7 +18,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from roost.mqtt.codec import Connect, Disconnect, MQTTDecoder, Publish, Will, encode
-from tests.support import ADMIN_PASSWORD, Api, RoostServer, free_port, unique
+from tests.support import (
+    Api,
+    Device,
+    RoostServer,
+    admin_client,
+    eventually,
+    free_port,
+    make_device,
+    unique,
+)
 
 MAX_PACKET = 64 * 1024
 TIMEOUT = 10
@@ -44,33 +52,13 @@ def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServe
 
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    anon = Api(mqtt_server.url)
-    token = anon.login("admin", ADMIN_PASSWORD)
-    anon.close()
-    with Api(mqtt_server.url, token) as api:
+    with admin_client(mqtt_server) as api:
         yield api
-
-
-@dataclass
-class Device:
-    id: str
-    token: str
-    token_id: str
 
 
 @pytest.fixture
 def device(admin: Api) -> Device:
     return make_device(admin)
-
-
-def make_device(admin: Api) -> Device:
-    device_id = unique("dev")
-    resp = admin.post("/api/v1/devices", json={"id": device_id, "name": device_id})
-    assert resp.status_code == 201, resp.text
-    resp = admin.post(f"/api/v1/devices/{device_id}/tokens", json={})
-    assert resp.status_code in (200, 201), resp.text
-    body = resp.json()
-    return Device(device_id, body["token"], body["id"])
 
 
 def values(admin: Api, device_id: str, sensor: str) -> list[Any]:
@@ -79,15 +67,6 @@ def values(admin: Api, device_id: str, sensor: str) -> list[Any]:
     )
     assert resp.status_code == 200, resp.text
     return [item["value"] for item in resp.json()["items"]]
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 class Client:

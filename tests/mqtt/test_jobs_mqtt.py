@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,13 @@ import pytest
 from tests.support import (
     ADMIN_PASSWORD,
     Api,
+    Device,
     RoostServer,
+    admin_client,
+    eventually,
     free_port,
     fresh_postgres_database,
+    make_device,
     postgres_reachable,
     skip_or_fail,
     unique,
@@ -49,35 +52,8 @@ def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServe
 
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    anon = Api(mqtt_server.url)
-    token = anon.login("admin", ADMIN_PASSWORD)
-    anon.close()
-    with Api(mqtt_server.url, token) as api:
+    with admin_client(mqtt_server) as api:
         yield api
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
-
-
-@dataclass
-class Device:
-    id: str
-    token: str
-
-
-def make_device(admin: Api) -> Device:
-    device_id = unique("dev")
-    resp = admin.post("/api/v1/devices", json={"id": device_id})
-    assert resp.status_code == 201, resp.text
-    resp = admin.post(f"/api/v1/devices/{device_id}/tokens", json={})
-    assert resp.status_code in (200, 201), resp.text
-    return Device(device_id, resp.json()["token"])
 
 
 class JobDevice:

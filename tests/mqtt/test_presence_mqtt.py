@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import websockets
 
-from tests.mqtt.test_gateway import Client, eventually, make_device
-from tests.support import ADMIN_PASSWORD, Api, RoostServer, free_port
+from tests.mqtt.test_gateway import Client
+from tests.support import Api, RoostServer, admin_client, eventually, free_port, make_device
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,9 @@ def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServe
     assert not server.unhandled_errors()
 
 
-def admin_of(server: RoostServer) -> Api:
-    with Api(server.url) as anon:
-        return Api(server.url, anon.login("admin", ADMIN_PASSWORD))
-
-
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    with admin_of(mqtt_server) as api:
+    with admin_client(mqtt_server) as api:
         yield api
 
 
@@ -98,7 +93,7 @@ def test_after_a_restart_devices_that_were_connected_go_offline_unless_they_come
     server = RoostServer(tmp_path, mqtt_port=free_port()).start()
     clients: list[Client] = []
     try:
-        with admin_of(server) as api:
+        with admin_client(server) as api:
             gone, back = make_device(api), make_device(api)
             for device in (gone, back):
                 resp = api.patch(f"/api/v1/devices/{device.id}", json={"heartbeat_interval_s": 1})
@@ -113,7 +108,7 @@ def test_after_a_restart_devices_that_were_connected_go_offline_unless_they_come
         for client in clients:
             client.close()
         server.start()
-        with admin_of(server) as api:
+        with admin_client(server) as api:
             again = Client(server, mqtt.MQTTv5)
             clients.append(again)
             assert again.connect(back.id, back.token) == 0

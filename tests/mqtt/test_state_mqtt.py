@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -17,11 +15,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from tests.support import (
-    ADMIN_PASSWORD,
     Api,
+    Device,
     RoostServer,
+    admin_client,
+    eventually,
     free_port,
     fresh_postgres_database,
+    make_device,
     postgres_reachable,
     skip_or_fail,
     unique,
@@ -49,44 +50,13 @@ def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServe
 
 @pytest.fixture(scope="module")
 def admin(mqtt_server: RoostServer) -> Iterator[Api]:
-    with login(mqtt_server) as api:
+    with admin_client(mqtt_server) as api:
         yield api
-
-
-def login(server: RoostServer) -> Api:
-    anon = Api(server.url)
-    token = anon.login("admin", ADMIN_PASSWORD)
-    anon.close()
-    return Api(server.url, token)
-
-
-@dataclass
-class Device:
-    id: str
-    token: str
-
-
-def make_device(admin: Api) -> Device:
-    device_id = unique("dev")
-    resp = admin.post("/api/v1/devices", json={"id": device_id, "name": device_id})
-    assert resp.status_code == 201, resp.text
-    resp = admin.post(f"/api/v1/devices/{device_id}/tokens", json={})
-    assert resp.status_code in (200, 201), resp.text
-    return Device(device_id, resp.json()["token"])
 
 
 @pytest.fixture
 def device(admin: Api) -> Device:
     return make_device(admin)
-
-
-def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 class Client:
@@ -405,7 +375,7 @@ def test_the_last_reported_state_survives_a_restart(
     set_desired(admin, device.id, {"light": "off"})
     mqtt_server.stop()
     mqtt_server.start()
-    with login(mqtt_server) as api:
+    with admin_client(mqtt_server) as api:
         doc = get_state(api, device.id)
     assert doc["reported"] == {"fw": "2.0", "light": "on"}
     assert (doc["version"], doc["delta"]) == (2, {"light": "off"})
@@ -429,7 +399,7 @@ def test_postgresql_delta_flow(tmp_path_factory: pytest.TempPathFactory,
             env_overrides=ENV,
         ).start()
         try:
-            with login(server) as api:
+            with admin_client(server) as api:
                 delta_flow(server, api, make_device(api), clients)
             for client in clients:
                 client.close()

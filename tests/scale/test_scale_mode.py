@@ -246,3 +246,85 @@ def test_a_burst_larger_than_the_bus_payload_is_stored_whole(
         return count
 
     assert eventually(total, lambda n: n >= requests * per_request) == requests * per_request
+
+
+def test_state_commands_jobs_and_presence_work_the_same_in_scale_mode(
+    scale_server: RoostServer, admin: Api
+) -> None:
+    device_id, token = new_device(admin)
+    got: list[tuple[str, Any]] = []
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=paho.MQTTv5
+    )
+    client.username_pw_set(device_id, token)
+    client.on_message = lambda c, u, m: got.append((m.topic, orjson.loads(m.payload)))
+    client.connect("127.0.0.1", scale_server.mqtt_port)
+    client.loop_start()
+
+    def first(suffix: str, check: Callable[[Any], bool] = bool) -> Any:
+        topic = f"devices/{device_id}/{suffix}"
+        found = eventually(
+            lambda: [body for t, body in list(got) if t == topic and check(body)], bool
+        )
+        assert found, f"nothing on {topic}: {got}"
+        return found[0]
+
+    try:
+        for subtree in ("state", "commands", "jobs"):
+            client.subscribe(f"devices/{device_id}/{subtree}/#", 1)
+        presence = eventually(
+            lambda: admin.get(f"{V1}/devices/{device_id}/presence").json(),
+            lambda body: body["status"] == "online",
+        )
+        assert presence["connected"] is True
+
+        # State: the desired change arrives as a delta, the report clears it.
+        resp = admin.patch(f"{V1}/devices/{device_id}/state", json={"desired": {"light": "on"}})
+        assert resp.status_code == 200, resp.text
+        assert first("state/delta")["delta"] == {"light": "on"}
+        client.publish(f"devices/{device_id}/state/reported", b'{"light": "on"}', 1)
+        state = eventually(
+            lambda: admin.get(f"{V1}/devices/{device_id}/state").json(),
+            lambda body: body["reported"] == {"light": "on"},
+        )
+        assert state["delta"] == {}
+
+        # A command and its answer.
+        resp = admin.post(f"{V1}/devices/{device_id}/commands", json={"name": "blink"})
+        assert resp.status_code == 201, resp.text
+        command_id = resp.json()["id"]
+        assert first(f"commands/{command_id}")["name"] == "blink"
+        answer = orjson.dumps({"status": "SUCCEEDED", "result": {"blinked": 3}})
+        client.publish(f"devices/{device_id}/commands/{command_id}/response", answer, 1)
+        done = eventually(
+            lambda: admin.get(f"{V1}/devices/{device_id}/commands/{command_id}").json(),
+            lambda body: body["status"] == "SUCCEEDED",
+        )
+        assert done["result"] == {"blinked": 3}
+
+        # A job over the device: notified, started, finished, the job completes.
+        resp = admin.post(
+            f"{V1}/jobs", json={"document": {"do": "x"}, "targets": {"devices": [device_id]}}
+        )
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        notified = first("jobs/notify", lambda body: bool(body["jobs"]))
+        assert notified["jobs"][0]["job_id"] == job_id
+        for status in ("IN_PROGRESS", "SUCCEEDED"):
+            client.publish(
+                f"devices/{device_id}/jobs/{job_id}/update", orjson.dumps({"status": status}), 1
+            )
+            assert first(f"jobs/{job_id}/update/accepted", lambda b, s=status: b["status"] == s)
+        job = eventually(
+            lambda: admin.get(f"{V1}/jobs/{job_id}").json(),
+            lambda body: body["status"] == "COMPLETED",
+        )
+        assert job["counts"]["SUCCEEDED"] == 1
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    offline = eventually(
+        lambda: admin.get(f"{V1}/devices/{device_id}/presence").json(),
+        lambda body: body["status"] == "offline",
+    )
+    assert offline["connected"] is False
