@@ -113,6 +113,13 @@ def test_clock_skew_is_measured_per_device(tenant: Tenant) -> None:
     listed = api.get("/api/v1/devices", params={"q": device_id}).json()["items"][0]
     assert listed["clock_skew_ms"] == skew
 
+    # A clock reset to 1970 (or a replay of very old data) is shown as far off, not an error.
+    reset_id, reset = device_with_token(api, tenant)
+    resp = reset.post("/api/v1/telemetry", json={"ts": 86_400, "values": {"t": 1.0}})
+    assert resp.status_code == 200, resp.text
+    far = eventually(lambda: presence(api, reset_id)["clock_skew_ms"])
+    assert far == -(2**31 - 1)
+
 
 def test_the_fleet_summary_counts_by_status_site_model_and_firmware(tenant: Tenant) -> None:
     api = tenant.operator

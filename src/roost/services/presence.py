@@ -55,6 +55,7 @@ _SKEW_SAMPLE_NS: Final = int(SKEW_SAMPLE_S * 1e9)
 #: Devices whose times are saved per statement.
 _CHUNK: Final = 500
 STATUSES: Final = ("online", "offline", "never_seen")
+MAX_SKEW_MS: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,10 @@ class PresenceService:
             estimator = self._skews.get(pk)
             skew = estimator.skew_s if estimator is not None else None
             if skew is not None:
-                rows.append({"b_pk": pk, "b_skew": round(skew * 1000)})
+                # Kept within the column's range (±24.8 days): beyond that the figure only says
+                # "very far off" (a reset clock, or a device replaying old data).
+                skew_ms = max(-MAX_SKEW_MS, min(MAX_SKEW_MS, round(skew * 1000)))
+                rows.append({"b_pk": pk, "b_skew": skew_ms})
         if rows:
             await conn.execute(
                 sa.update(devices)
