@@ -292,14 +292,15 @@ class PresenceService:
             & (devices.c.presence == "online")
             & (devices.c.connections == 0)
         )
+        select = sa.select(
+            devices.c.pk, devices.c.tenant_id, devices.c.id, devices.c.offline_due_at
+        ).where(due)
+        # Read first: most passes find nothing, and need not queue for the write lock.
+        async with self.db.read() as conn:
+            if (await conn.execute(select.limit(1))).first() is None:
+                return []
         async with self.db.write() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(
-                        devices.c.pk, devices.c.tenant_id, devices.c.id, devices.c.offline_due_at
-                    ).where(due)
-                )
-            ).all()
+            rows = (await conn.execute(select)).all()
             if not rows:
                 return []
             await conn.execute(
