@@ -218,6 +218,10 @@ class Gateway:
             states, topic, payload, qos, self.config.max_queued_messages, on_ack
         )
 
+    def would_receive(self, device_pk: int, topic: str) -> bool:
+        """Whether a session of the device (connected or kept) would receive ``topic``."""
+        return any(state.match(topic)[0] >= 0 for state in self._states.get(device_pk, {}).values())
+
     def is_connected(self, device_pk: int) -> bool:
         """Whether the device holds a live connection to this gateway."""
         return any(

@@ -496,7 +496,10 @@ class CommandService:
             )
 
     async def _on_connection(self, identity: DeviceIdentity, up: bool) -> None:
-        if up:
+        # A session resumed with its subscriptions gets its queued commands now; a new one
+        # gets them when it subscribes (no store read per connection in a reconnect storm).
+        probe = command_topic(identity.device_id, "-")
+        if up and self.link.subscribed(identity.device_pk, probe):
             await self.flush(identity.device_pk, identity.device_id)
 
     async def _flush_task(self, device_pk: int, device_id: str) -> None:

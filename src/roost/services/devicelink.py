@@ -135,6 +135,11 @@ class DeviceLink:
         """Whether the device holds a connection (MQTT or WebSocket) to this process."""
         return device_pk in self._live
 
+    def subscribed(self, device_pk: int, topic: str) -> bool:
+        """Whether an MQTT session of the device here would receive ``topic`` (a cheap check
+        before reading the store on a connection: a clean session has no subscription yet)."""
+        return self.gateway is not None and self.gateway.would_receive(device_pk, topic)
+
     def connected_devices(self) -> set[int]:
         """Every device holding a connection to this process."""
         return set(self._live)

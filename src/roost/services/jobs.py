@@ -487,7 +487,10 @@ class JobService:
             self.deps.link.spawn(self._notify_devices([identity.device_pk]))
 
     async def _connection(self, identity: DeviceIdentity, up: bool) -> None:
-        if up:
+        # Only a session that resumed with a subscription to its notify topic needs the list
+        # now; a new one gets it when it subscribes (no store read per connection otherwise).
+        topic = f"devices/{identity.device_id}/jobs/notify"
+        if up and self.deps.link.subscribed(identity.device_pk, topic):
             await self._notify_devices([identity.device_pk])
 
     # -- the jobs pass ------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from roost.errors import NotFound
 from roost.services.context import ServiceDeps
 from roost.services.devices import DeviceQuery
 from roost.store.queries import Page, PageRequest
-from roost.store.schema import device_models, devices
+from roost.store.schema import UTCDateTime, device_models, devices
 from roost.store.schema_presence import presence_history
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class PresenceService:
         self._sampled: dict[int, int] = {}  # device pk → when skew was last sampled (ns)
         self._skews: dict[int, SkewEstimator] = {}
         self._skew_dirty: set[int] = set()
+        # Connections opened (+) and closed (-) since the last sweep, per device, with who it
+        # is and when the last change happened.
+        self._connections: dict[int, tuple[int, str, str, datetime]] = {}
         self._started = False
 
     # -- feeding ------------------------------------------------------------------------------
@@ -109,48 +112,86 @@ class PresenceService:
         self.activity(identity.device_pk, self._now_ns())
 
     async def connection(self, identity: DeviceIdentity, up: bool) -> None:
-        """A device's first connection in this process opened (``up``), or its last one closed."""
+        """A device's first connection in this process opened (``up``), or its last one closed.
+
+        Only noted here; the next sweep (woken at once) saves every change noted meanwhile in
+        one transaction, so a reconnect storm of thousands of devices costs a few commits.
+        """
+        pk = identity.device_pk
         now = self._now()
-        async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(devices.c.presence, devices.c.connections).where(
-                        devices.c.pk == identity.device_pk
+        delta, _, _, _ = self._connections.get(pk, (0, "", "", now))
+        self._connections[pk] = (
+            delta + (1 if up else -1),
+            identity.tenant_id,
+            identity.device_id,
+            now,
+        )
+        if not up:
+            # What it sent before leaving must not make it online again after the disconnect.
+            self._seen.pop(pk, None)
+        if self._started:
+            self.deps.scheduler.wake(TIMER)
+
+    async def _save_connections(self) -> list[Change]:
+        pending, self._connections = self._connections, {}
+        if not pending:
+            return []
+        changes: list[Change] = []
+        try:
+            async with self.db.write() as conn:
+                pks = list(pending)
+                rows: dict[int, Any] = {}
+                for start in range(0, len(pks), _CHUNK):
+                    chunk = pks[start : start + _CHUNK]
+                    for found in await conn.execute(
+                        sa.select(devices.c.pk, devices.c.presence, devices.c.connections).where(
+                            devices.c.pk.in_(chunk)
+                        )
+                    ):
+                        rows[found.pk] = found
+                updates = []
+                for pk, (delta, tenant_id, device_id, at) in pending.items():
+                    row = rows.get(pk)
+                    if row is None:
+                        continue  # deleted meanwhile
+                    count = max(0, row.connections + delta)
+                    status = "online" if count > 0 else ("offline" if delta < 0 else row.presence)
+                    since = at if status != row.presence else None
+                    updates.append(
+                        {"b_pk": pk, "b_count": count, "b_at": at, "b_status": status,
+                         "b_since": since}
+                    )  # fmt: skip
+                    if status != row.presence:
+                        reason = "connected" if count > 0 else "disconnected"
+                        changes.append(
+                            Change(pk, tenant_id, device_id, status, row.presence, at, reason)
+                        )
+                if updates:
+                    await conn.execute(
+                        sa.update(devices)
+                        .where(devices.c.pk == sa.bindparam("b_pk"))
+                        .values(
+                            connections=sa.bindparam("b_count"),
+                            last_seen_at=sa.bindparam("b_at"),
+                            offline_due_at=None,
+                            presence=sa.bindparam("b_status"),
+                            presence_since=sa.func.coalesce(
+                                sa.bindparam("b_since", type_=UTCDateTime()),
+                                devices.c.presence_since,
+                            ),
+                        ),
+                        updates,
                     )
+                if changes:
+                    await self._record(conn, changes)
+        except Exception:
+            for pk, entry in pending.items():  # keep them for the next pass
+                newer = self._connections.get(pk)
+                self._connections[pk] = (
+                    entry if newer is None else (entry[0] + newer[0], *newer[1:])
                 )
-            ).first()
-            if row is None:
-                return  # deleted meanwhile
-            count = max(0, row.connections + (1 if up else -1))
-            values: dict[str, Any] = {"connections": count, "last_seen_at": now}
-            status = row.presence
-            if up:
-                values["offline_due_at"] = None
-                status = "online"
-            elif count == 0:
-                status = "offline"
-                values["offline_due_at"] = None
-            change = None
-            if status != row.presence:
-                values["presence"] = status
-                values["presence_since"] = now
-                change = Change(
-                    identity.device_pk,
-                    identity.tenant_id,
-                    identity.device_id,
-                    status,
-                    row.presence,
-                    now,
-                    "connected" if up else "disconnected",
-                )
-            await conn.execute(
-                sa.update(devices).where(devices.c.pk == identity.device_pk).values(**values)
-            )
-            if change is not None:
-                await self._record(conn, [change])
-        self._seen.pop(identity.device_pk, None)
-        if change is not None:
-            await self._announce([change])
+            raise
+        return changes
 
     # -- running ------------------------------------------------------------------------------
 
@@ -169,6 +210,7 @@ class PresenceService:
         """Save what is pending."""
         if self._started:
             try:
+                await self._save_connections()
                 await self._flush()
             except Exception as exc:
                 log.warning("could not save last-seen times at shutdown: %s", exc)
@@ -191,8 +233,10 @@ class PresenceService:
             )
 
     async def sweep(self) -> float | None:
-        """One pass: save last-seen times, turn heard devices online and silent ones offline."""
-        changes = await self._flush()
+        """One pass: save connections and last-seen times, turn heard devices online and silent
+        ones offline."""
+        changes = await self._save_connections()
+        changes += await self._flush()
         changes += await self._expire()
         if changes:
             await self._announce(changes)

@@ -604,7 +604,14 @@ class StateService:
             self.deps.link.spawn(self._push(identity, topic_filter))
 
     async def _on_connection(self, identity: DeviceIdentity, up: bool) -> None:
-        if up:
+        # A session that resumed with delta subscriptions gets the current deltas now; a new
+        # one gets them when it subscribes (no store read per connection otherwise).
+        link = self.deps.link
+        pk = identity.device_pk
+        prefix = topic_prefix(identity.device_id, DEFAULT_STATE)
+        if up and (
+            link.subscribed(pk, f"{prefix}/delta") or link.subscribed(pk, f"{prefix}/name/-/delta")
+        ):
             await self._push(identity, None)
 
     async def _push(self, identity: DeviceIdentity, topic_filter: str | None) -> None:
