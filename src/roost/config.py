@@ -81,6 +81,22 @@ class Settings:
     # How often durable timers (command expiry/timeouts, schedules, job rollouts and timeouts)
     # look for due work at the latest; services wake them sooner when work is due now.
     timer_check_s: float = 1.0
+    # TLS (issue 5): names the platform CA puts in the server certificate of the MQTTS and
+    # HTTPS listeners; an operator's own CA instead of the generated one (PEM files); an HTTPS
+    # listener for devices with client certificates (0: off); the header a trusted TLS proxy
+    # sets with the client certificate it verified (URL-encoded PEM; empty: trust none).
+    tls_hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ca_cert_file: str = ""
+    ca_key_file: str = ""
+    https_port: int = 0
+    client_cert_header: str = ""
+    # Abuse limits per device (0: no limit): messages and bytes per second (averaged over a
+    # short burst window), live connections; failed credential checks per source address and
+    # minute before that address is refused for a while.
+    device_max_messages_per_s: float = 0.0
+    device_max_bytes_per_s: float = 0.0
+    device_max_connections: int = 0
+    credential_max_failures: int = 0
     log_level: str = "info"
     sqlite_synchronous: str = "NORMAL"
 
@@ -113,6 +129,12 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "state_history_days": int,
     "command_timeout_s": int,
     "timer_check_s": float,
+    "tls_hostnames": _list,
+    "https_port": int,
+    "device_max_messages_per_s": float,
+    "device_max_bytes_per_s": float,
+    "device_max_connections": int,
+    "credential_max_failures": int,
     "cors_origins": _list,
 }
 
@@ -124,7 +146,7 @@ def _cast(name: str, raw: Any) -> Any:
             return cast(raw)
         except ValueError as exc:
             raise ConfigError(f"ROOST_{name.upper()}: {exc}") from exc
-    if name == "cors_origins" and isinstance(raw, list):
+    if name in ("cors_origins", "tls_hostnames") and isinstance(raw, list):
         return tuple(str(item) for item in raw)
     if name == "data_dir":
         return Path(str(raw))

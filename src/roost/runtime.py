@@ -7,13 +7,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from roost.bus.base import Bus, open_bus
 from roost.config import Settings
 from roost.security.tokens import new_secret_key
 from roost.services.audit import AuditService
+from roost.services.certificates import CertificateService
 from roost.services.commands import CommandService
+from roost.services.consumers import ConsumerService
 from roost.services.context import ServiceDeps
 from roost.services.credentials import CredentialService, DeviceAuthenticator
 from roost.services.devicelink import DeviceLink
@@ -22,9 +24,11 @@ from roost.services.identity import IdentityService
 from roost.services.ingest import IngestService
 from roost.services.inventory import InventoryService
 from roost.services.jobs import JobService
+from roost.services.limits import DeviceLimits
 from roost.services.live import LiveHub
 from roost.services.pipeline import TelemetryPipeline
 from roost.services.presence import PresenceService
+from roost.services.provisioning import ProvisioningService
 from roost.services.scheduler import Scheduler
 from roost.services.state import StateService
 from roost.services.streams import StreamService
@@ -84,6 +88,10 @@ class Roost:
     state: StateService
     commands: CommandService
     jobs: JobService
+    certificates: CertificateService
+    provisioning: ProvisioningService
+    consumers: ConsumerService
+    limits: DeviceLimits
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -136,7 +144,20 @@ class Roost:
         audit = AuditService(db, clock)
         link = DeviceLink(bus)
         scheduler = Scheduler(wall_clock=lambda: clock().timestamp())
-        deps = ServiceDeps(settings, db, bus, link, scheduler, devices, audit, clock)
+        credentials = CredentialService(db, secret, clock, device_auth)
+        deps = ServiceDeps(
+            settings,
+            db,
+            bus,
+            link,
+            scheduler,
+            devices,
+            audit,
+            clock,
+            device_auth,
+            credentials,
+            secret,
+        )
         pipeline = TelemetryPipeline(settings, db, bus, devices, inventory)
         presence = PresenceService(deps)
         pipeline.ingest.activity = presence.activity
@@ -148,7 +169,7 @@ class Roost:
             devices=devices,
             audit=audit,
             bus=bus,
-            credentials=CredentialService(db, secret, clock, device_auth),
+            credentials=credentials,
             device_auth=device_auth,
             clock=clock,
             pipeline=pipeline,
@@ -158,12 +179,25 @@ class Roost:
             state=StateService(deps),
             commands=CommandService(deps),
             jobs=JobService(deps),
+            certificates=CertificateService(deps),
+            provisioning=ProvisioningService(deps),
+            consumers=ConsumerService(deps),
+            limits=DeviceLimits(deps),
         )
 
     @property
-    def device_services(self) -> tuple[PresenceService, StateService, CommandService, JobService]:
-        """The services that act on devices (started and stopped together)."""
-        return (self.presence, self.state, self.commands, self.jobs)
+    def device_services(self) -> tuple[Any, ...]:
+        """The services started and stopped with the server (each has ``start``/``close``)."""
+        return (
+            self.limits,
+            self.certificates,
+            self.provisioning,
+            self.consumers,
+            self.presence,
+            self.state,
+            self.commands,
+            self.jobs,
+        )
 
     async def start(self, *, serve: bool = True) -> None:
         """Upgrade the schema, make sure the default tenant and superuser exist, connect.

@@ -67,6 +67,9 @@ class RecordingLink:
     def resume_reading(self) -> None:
         self.paused = False
 
+    def peer_certificate(self) -> bytes | None:
+        return None
+
     def take(self) -> bytes:
         """The bytes written since the last take."""
         data = bytes(self.out)
@@ -89,7 +92,7 @@ class FakeAuthenticator:
         self.unavailable = False
 
     async def authenticate_mqtt(
-        self, username: str | None, password: bytes | None
+        self, username: str | None, password: bytes | None, client_certificate: bytes | None = None
     ) -> DeviceIdentity:
         await asyncio.sleep(0)
         if self.unavailable:

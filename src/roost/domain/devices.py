@@ -19,3 +19,35 @@ class DeviceIdentity:
     device_pk: int
     credential_id: str
     expires_at: datetime | None = None
+
+
+# -- credentials as a device presents them ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BearerToken:
+    """A device token (signed JWT) from ``Authorization: Bearer`` or an MQTT password."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SasToken:
+    """``SharedAccessSignature sr=…&sig=…&se=…`` signed with a device's symmetric key."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """The X.509 certificate (DER) a TLS client presented and the TLS layer checked."""
+
+    der: bytes
+
+
+PresentedCredential = BearerToken | SasToken | ClientCertificate
+
+SAS_PREFIX = "SharedAccessSignature "
+#: Where the HTTP door finds a verified client certificate (DER bytes) in an ASGI scope: put there
+#: by the HTTPS listener, or from a trusted proxy's header (see roost.http).
+CLIENT_CERTIFICATE_SCOPE_KEY = "roost.client_certificate"

@@ -15,7 +15,9 @@ from roost.http.middleware import BodyLimit, Metrics
 from roost.http.routes import (
     audit,
     bulk,
+    certificates,
     commands,
+    consumers,
     credentials,
     devices,
     identity,
@@ -23,6 +25,7 @@ from roost.http.routes import (
     inventory,
     jobs,
     presence,
+    provisioning,
     state,
     system,
     telemetry,
@@ -60,6 +63,9 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (state.router, API_PREFIX),
         (commands.router, API_PREFIX),
         (jobs.router, API_PREFIX),
+        (certificates.router, API_PREFIX),
+        (provisioning.router, API_PREFIX),
+        (consumers.router, API_PREFIX),
     ]
 
 

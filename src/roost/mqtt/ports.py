@@ -23,9 +23,14 @@ class DeviceAuthenticator(Protocol):
     """Turns MQTT credentials into a device identity."""
 
     async def authenticate_mqtt(
-        self, username: str | None, password: bytes | None
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_certificate: bytes | None = None,
     ) -> DeviceIdentity:
-        """The device, or raise AuthenticationFailed (bad credential) / PermissionDenied."""
+        """The device, or raise AuthenticationFailed (bad credential) / PermissionDenied.
+
+        ``client_certificate`` is the DER certificate the TLS layer verified, if any."""
         ...
 
     def on_revoked(self, callback: Callable[[str], None]) -> Callable[[], None]:
@@ -80,6 +85,10 @@ class Link(Protocol):
 
     def resume_reading(self) -> None:
         """Deliver received bytes again."""
+        ...
+
+    def peer_certificate(self) -> bytes | None:
+        """The client certificate (DER) the TLS layer verified, or None."""
         ...
 
 

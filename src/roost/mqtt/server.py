@@ -95,6 +95,15 @@ class MQTTConnection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
 
+    def peer_certificate(self) -> bytes | None:
+        """The client certificate TLS verified (DER), or None (plain TCP, or none sent)."""
+        transport = self._transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is None:
+            return None
+        der: bytes | None = ssl_object.getpeercert(binary_form=True)
+        return der or None
+
 
 class MQTTServer:
     """The MQTT listener of one address and port (TCP, or TLS given an ``ssl.SSLContext``)."""

@@ -344,7 +344,9 @@ class MQTTSession:
     async def _authenticate(self, pkt: Connect) -> None:
         gateway = self.gateway
         try:
-            identity = await gateway.authenticator.authenticate_mqtt(pkt.username, pkt.password)
+            identity = await gateway.authenticator.authenticate_mqtt(
+                pkt.username, pkt.password, self._link.peer_certificate()
+            )
             if not gateway.admit(identity):
                 raise PermissionDenied("too many connections for this device")
             ctx = await gateway.ingest.device_context(identity)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from roost.domain.devices import CLIENT_CERTIFICATE_SCOPE_KEY
 from roost.mqtt.gateway import gateway_for
 
 if TYPE_CHECKING:
@@ -67,6 +68,11 @@ class WebSocketLink:
     def resume_reading(self) -> None:
         """Take messages again."""
         self._readable.set()
+
+    def peer_certificate(self) -> bytes | None:
+        """The client certificate of the HTTPS connection, when the HTTP door verified one."""
+        der = self.websocket.scope.get(CLIENT_CERTIFICATE_SCOPE_KEY)
+        return der if isinstance(der, bytes) else None
 
     async def sender(self) -> None:
         """Send queued bytes, one WebSocket message per batch; close when asked to."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from roost.bus.base import Bus
 from roost.config import Settings
 from roost.services.audit import AuditService
+from roost.services.credentials import CredentialService, DeviceAuthenticator
 from roost.services.devicelink import DeviceLink
 from roost.services.devices import DeviceService
 from roost.services.scheduler import Scheduler
@@ -31,3 +32,8 @@ class ServiceDeps:
     devices: DeviceService
     audit: AuditService
     clock: Callable[[], datetime]
+    # Device credentials: the authenticator every door calls (register verifiers and revocation
+    # sources with it), the token service, and the key that signs tokens.
+    device_auth: DeviceAuthenticator
+    credentials: CredentialService
+    secret_key: str

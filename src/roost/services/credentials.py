@@ -47,7 +47,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -58,7 +58,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.bus.base import Bus, Subscription
 from roost.domain.access import Actor, Role
-from roost.domain.devices import DeviceIdentity
+from roost.domain.devices import (
+    SAS_PREFIX,
+    BearerToken,
+    ClientCertificate,
+    DeviceIdentity,
+    PresentedCredential,
+    SasToken,
+)
 from roost.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from roost.security.device_tokens import (
     device_generation,
@@ -120,6 +127,14 @@ TOKEN_SORTS = ("id", "name", "created_at", "expires_at", "last_used_at")
 
 DeviceKey = tuple[str, str]  # (tenant id, device id)
 RevocationCallback = Callable[[str], None]
+#: Checks one kind of credential (a SAS token, a client certificate): ``await verifier(presented,
+#: now)`` answers the device or raises as the module docstring tabulates. Verifiers resolve the
+#: device with :meth:`DeviceAuthenticator.device_entry` and report what they let in with
+#: :meth:`DeviceAuthenticator.admitted`, so deletion and revocation work for every kind alike.
+Verifier = Callable[[Any, float], Awaitable[DeviceIdentity]]
+#: Revoked credentials of one kind that are still unexpired: ``await source(since)`` answers
+#: ``(credential id, expires_at)`` pairs revoked at or after ``since`` (every one when None).
+RevocationSource = Callable[[datetime | None], Awaitable[Iterable[tuple[str, datetime | None]]]]
 _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 
@@ -338,6 +353,8 @@ class DeviceAuthenticator:
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._reconciled_at: datetime | None = None
+        self._verifiers: dict[type, Verifier] = {}
+        self._revocation_sources: list[RevocationSource] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -354,6 +371,9 @@ class DeviceAuthenticator:
             rows = (await conn.execute(query)).all()
         for token_id, expires_at in rows:
             self._revoked[token_id] = (_epoch_or_inf(expires_at), REVOKED)
+        for source in self._revocation_sources:
+            for credential_id, expires_at in await source(None):
+                self._revoked[credential_id] = (_epoch_or_inf(expires_at), REVOKED)
         self._reconciled_at = now
         log.debug("device authenticator started with %d revoked tokens", len(rows))
         self._task = asyncio.create_task(self._upkeep(), name="roost-device-auth-upkeep")
@@ -393,23 +413,77 @@ class DeviceAuthenticator:
             del self._verified[token]
         return await self._authenticate_uncached(token, now)
 
+    async def authenticate(self, presented: PresentedCredential) -> DeviceIdentity:
+        """The device behind any kind of credential (token, SAS token, client certificate)."""
+        if isinstance(presented, BearerToken):
+            return await self.authenticate_token(presented.text)
+        verifier = self._verifiers.get(type(presented))
+        if verifier is None:
+            kind = "SAS tokens" if isinstance(presented, SasToken) else "client certificates"
+            raise AuthenticationFailed(f"{kind} are not accepted by this server")
+        return await verifier(presented, self._clock().timestamp())
+
     async def authenticate_mqtt(
-        self, username: str | None, password: bytes | None
+        self,
+        username: str | None,
+        password: bytes | None,
+        client_certificate: bytes | None = None,
     ) -> DeviceIdentity:
-        """Authenticate an MQTT CONNECT: username = the device id (which must be the token's) or
-        ``JWT`` (the token alone names the device); password = the token in UTF-8."""
+        """Authenticate an MQTT CONNECT.
+
+        A client certificate checked by TLS names the device by itself (username and password
+        are not needed; a username, when sent, must be the certificate's device). Otherwise the
+        username is the device id (which must be the credential's) or ``JWT`` (the token alone
+        names the device), and the password a device token or a ``SharedAccessSignature …``.
+        """
+        if client_certificate is not None:
+            identity = await self.authenticate(ClientCertificate(client_certificate))
+            if username and username not in (MQTT_JWT_USERNAME, identity.device_id):
+                raise PermissionDenied(f"this certificate does not belong to device {username!r}")
+            return identity
         if not username:
             raise AuthenticationFailed("MQTT username required: the device id, or JWT")
         if not password:
             raise AuthenticationFailed("MQTT password required: a device token")
         try:
-            token = password.decode("utf-8")
+            text = password.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise AuthenticationFailed("malformed device token: the password is not UTF-8") from exc
-        identity = await self.authenticate_token(token)
+        presented: PresentedCredential = (
+            SasToken(text) if text.startswith(SAS_PREFIX) else BearerToken(text)
+        )
+        identity = await self.authenticate(presented)
         if username != MQTT_JWT_USERNAME and username != identity.device_id:
-            raise PermissionDenied(f"this token does not belong to device {username!r}")
+            raise PermissionDenied(f"this credential does not belong to device {username!r}")
         return identity
+
+    # -- extension points for other credential kinds ------------------------------------------
+
+    def register_verifier(self, kind: type, verifier: Verifier) -> None:
+        """Check credentials of ``kind`` (:class:`SasToken`, :class:`ClientCertificate`) with
+        ``verifier`` (see :data:`Verifier`)."""
+        self._verifiers[kind] = verifier
+
+    def register_revocation_source(self, source: RevocationSource) -> None:
+        """Load revoked credentials of another kind at start and at every reconcile."""
+        self._revocation_sources.append(source)
+
+    async def device_entry(self, tenant_id: str, device_id: str) -> tuple[int, int] | None:
+        """The device's ``(pk, generation)`` (cached; read once when first seen), or None."""
+        key = (tenant_id, device_id)
+        device = self._devices.get(key)
+        if device is None:
+            device = await self._load_device(key)
+        return None if device is None else (device.pk, device.generation)
+
+    def admitted(self, identity: DeviceIdentity, generation: int) -> None:
+        """A verifier let ``identity`` in: its sessions close when the credential is revoked
+        or the device deleted (as for tokens)."""
+        if identity.credential_id in self._revoked:
+            raise PermissionDenied(self._revoked[identity.credential_id][1])
+        expires = math.inf if identity.expires_at is None else identity.expires_at.timestamp()
+        key = (identity.tenant_id, identity.device_id)
+        self._seen.setdefault(key, {})[identity.credential_id] = (generation, expires)
 
     def on_revoked(self, callback: RevocationCallback) -> Callable[[], None]:
         """Call ``callback(credential id)`` when a credential is revoked, here or in another
@@ -454,7 +528,8 @@ class DeviceAuthenticator:
     # -- what the services tell it ----------------------------------------------------------
 
     async def revoked(self, token_id: str, expires_at: datetime | None) -> None:
-        """A revocation this process committed: refuse the token here now, then tell the others."""
+        """A revocation this process committed: refuse the credential (a token, certificate or
+        key id) here now, then tell the others."""
         expires = _epoch_or_inf(expires_at)
         self._revoke_locally(token_id, expires)
         exp = None if math.isinf(expires) else int(expires)
@@ -524,6 +599,9 @@ class DeviceAuthenticator:
                     current[(tenant_id, device_id)] = device_generation(created_at)
         for token_id, expires_at in revoked:
             self._revoke_locally(token_id, _epoch_or_inf(expires_at))
+        for source in self._revocation_sources:
+            for credential_id, expires_at in await source(datetime.fromtimestamp(since, UTC)):
+                self._revoke_locally(credential_id, _epoch_or_inf(expires_at))
         for key in keys:
             generation = current.get(key)
             cached = self._devices.get(key)

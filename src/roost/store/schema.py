@@ -379,8 +379,11 @@ system_settings = sa.Table(
 )
 
 # The time-series tables (telemetry) live beside their engine; importing registers them here.
+import roost.store.schema_certificates  # noqa: E402
 import roost.store.schema_commands  # noqa: E402
+import roost.store.schema_consumers  # noqa: E402
 import roost.store.schema_jobs  # noqa: E402
 import roost.store.schema_presence  # noqa: E402
+import roost.store.schema_provisioning  # noqa: E402
 import roost.store.schema_state  # noqa: E402
 import roost.store.timeseries.schema  # noqa: E402,F401

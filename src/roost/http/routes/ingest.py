@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -16,7 +17,15 @@ from fastapi import APIRouter, Depends, Header, Request, Response, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
-from roost.domain.devices import DeviceIdentity
+from roost.domain.devices import (
+    CLIENT_CERTIFICATE_SCOPE_KEY,
+    SAS_PREFIX,
+    BearerToken,
+    ClientCertificate,
+    DeviceIdentity,
+    PresentedCredential,
+    SasToken,
+)
 from roost.errors import AuthenticationFailed, RoostError, Unavailable, ValidationFailed
 from roost.http import schemas as s
 from roost.http.deps import RoostDep
@@ -33,17 +42,46 @@ BUSY_WAIT_S = 1.0
 # further until acknowledgements catch up (pushback on a fast sender).
 WS_MAX_IN_FLIGHT = 256
 
-_device_bearer = HTTPBearer(auto_error=False, description="A device token (POST …/tokens)")
+_device_bearer = HTTPBearer(
+    auto_error=False,
+    description="A device token (POST …/tokens); or send `Authorization: SharedAccessSignature "
+    "sr=…&sig=…&se=…`, or a client certificate",
+)
+
+
+def presented_credential(
+    authorization: str | None, scope: Mapping[str, Any], query_token: str | None = None
+) -> PresentedCredential:
+    """What a device presents over HTTP: a bearer token, a SAS token, or a client certificate
+    (verified by the HTTPS listener or a trusted proxy, see CLIENT_CERTIFICATE_SCOPE_KEY)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return BearerToken(value.strip())
+        if authorization.startswith(SAS_PREFIX):
+            return SasToken(authorization)
+        raise AuthenticationFailed(
+            "Authorization must be 'Bearer <device token>' or 'SharedAccessSignature sr=…'"
+        )
+    if query_token:
+        return BearerToken(query_token)
+    der = scope.get(CLIENT_CERTIFICATE_SCOPE_KEY)
+    if isinstance(der, bytes) and der:
+        return ClientCertificate(der)
+    raise AuthenticationFailed(
+        "send Authorization: Bearer <device token> (or a SharedAccessSignature), "
+        "or connect with a client certificate"
+    )
 
 
 async def device_identity(
     roost: RoostDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
 ) -> DeviceIdentity:
-    """The calling device, from ``Authorization: Bearer <device token>``."""
-    if credentials is None or not credentials.credentials:
-        raise AuthenticationFailed("send Authorization: Bearer <device token>")
-    identity = await roost.device_auth.authenticate_token(credentials.credentials)
+    """The calling device, from its credential (see :func:`presented_credential`)."""
+    presented = presented_credential(request.headers.get("authorization"), request.scope)
+    identity = await roost.device_auth.authenticate(presented)
     roost.link.activity(identity)  # presence: any device call is a sign of life
     return identity
 
@@ -193,12 +231,22 @@ async def post_events(
 
 
 def websocket_token(websocket: WebSocket) -> str | None:
-    """The bearer token of an upgrade: the Authorization header, or ?token= for browsers."""
+    """A user's bearer token at upgrade: the Authorization header, or ?token= for browsers."""
     header = websocket.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return websocket.query_params.get("token") or None
+
+
+def websocket_credential(websocket: WebSocket) -> PresentedCredential:
+    """A device's credential at upgrade: the Authorization header, ?token= (browsers), or a
+    client certificate."""
+    return presented_credential(
+        websocket.headers.get("authorization"),
+        websocket.scope,
+        websocket.query_params.get("token") or None,
+    )
 
 
 async def deny(websocket: WebSocket, exc: RoostError) -> None:
@@ -214,11 +262,8 @@ async def ws_ingest(websocket: WebSocket) -> None:
     durable, or ``{"ack": n, "error": {problem}}``. Acks come in frame order.
     """
     roost: Roost = websocket.app.state.roost
-    token = websocket_token(websocket)
     try:
-        if token is None:
-            raise AuthenticationFailed("send Authorization: Bearer <device token> or ?token=")
-        identity = await roost.device_auth.authenticate_token(token)
+        identity = await roost.device_auth.authenticate(websocket_credential(websocket))
     except RoostError as exc:
         await deny(websocket, exc)
         return

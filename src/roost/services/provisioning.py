@@ -1,0 +1,18 @@
+"""Device keys and SAS tokens, enrollment groups, attestation bootstrap, offline bundles."""
+
+from __future__ import annotations
+
+from roost.services.context import ServiceDeps
+
+
+class ProvisioningService:
+    """(being built for issue 5)"""
+
+    def __init__(self, deps: ServiceDeps) -> None:
+        self.deps = deps
+
+    async def start(self) -> None:
+        """Start background work (server only)."""
+
+    async def close(self) -> None:
+        """Stop background work."""
