@@ -107,3 +107,34 @@ async def _settle(condition: Callable[[], bool], seconds: float = 5) -> None:
         if condition():
             return
         await asyncio.sleep(0.01)
+
+
+async def test_a_chatty_device_is_saved_only_when_needed_and_never_goes_offline_while_heard(
+    roost: tuple[Roost, Clock],
+) -> None:
+    running, clock = roost
+    actor = local_admin()
+    await running.devices.create(actor, {"id": "chatty", "heartbeat_interval_s": 10})
+    identity = await _identity(running, "chatty")
+    presence = running.presence
+    start = clock.now
+    stored: list[datetime] = []
+    for second in range(0, 61):
+        clock.now = start + timedelta(seconds=second)
+        presence.activity(identity.device_pk, int(clock.now.timestamp() * 1e9))
+        await presence.sweep()
+        row = await running.devices.get(actor, "chatty")
+        assert row["status"] == "online", f"offline at {second} s although heard every second"
+        if not stored or stored[-1] != row["last_seen_at"]:
+            stored.append(row["last_seen_at"])
+    # Written when first heard, then only as the stored offline time (30 s on) came within the
+    # refresh margin: 3 writes in a minute, not 61.
+    assert [(t - start).total_seconds() for t in stored] == [0, 28, 56]
+    # Silent from 60 s on: offline exactly 3 intervals after it was last heard.
+    for second in range(61, 95):
+        clock.now = start + timedelta(seconds=second)
+        await presence.sweep()
+    now = await presence.get(actor, "chatty")
+    assert now["status"] == "offline"
+    assert now["since"] == start + timedelta(seconds=90)
+    assert now["last_seen_at"] == start + timedelta(seconds=60)

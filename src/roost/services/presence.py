@@ -10,10 +10,14 @@ How it runs, cheaply at tens of thousands of messages per second:
 
 * every message only notes ``device → receive time`` in memory (:meth:`PresenceService.activity`;
   the ingest service, the device HTTP routes and the MQTT route handlers call it);
-* every ``ROOST_PRESENCE_CHECK_S`` (1 s) one pass saves those times in bulk (``last_seen_at``,
-  and ``offline_due_at`` = last seen + the device's grace), turns silent-then-heard devices
-  online, and turns devices whose ``offline_due_at`` passed offline — conditional ``UPDATE``\\ s,
-  so with several processes each change happens (and is announced) exactly once;
+* every ``ROOST_PRESENCE_CHECK_S`` (1 s) one pass saves, in bulk, the times that need saving
+  (``last_seen_at``, and ``offline_due_at`` = last seen + the device's grace): a device's row is
+  written when it was not saved yet, when its stored offline time comes within a refresh margin,
+  or at least every 30 s — so a fleet talking all the time costs a few row writes a second. The
+  pass turns silent-then-heard devices online and devices whose ``offline_due_at`` passed offline
+  (conditional ``UPDATE``\\ s, so with several processes each change happens, and is announced,
+  exactly once; a process that heard the device meanwhile saves it instead);
+
 * connections are counted on the device row as they open and close.
 
 Every change is kept in ``presence_history`` and announced on the bus (subject
@@ -56,6 +60,8 @@ _SKEW_SAMPLE_NS: Final = int(SKEW_SAMPLE_S * 1e9)
 _CHUNK: Final = 500
 STATUSES: Final = ("online", "offline", "never_seen")
 MAX_SKEW_MS: Final = 2**31 - 1
+#: A device's stored last-seen time is refreshed at least this often while it is heard.
+LAST_SEEN_STALENESS_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,11 @@ class PresenceService:
         # Connections opened (+) and closed (-) since the last sweep, per device, with who it
         # is and when the last change happened.
         self._connections: dict[int, tuple[int, str, str, datetime]] = {}
+        # What this process last saved per device: (last seen, offline due), epoch seconds.
+        self._saved: dict[int, tuple[float, float]] = {}
+        # A heard device's row is saved again once its stored offline time is this close: more
+        # than a sweep away, so that no other process's sweep finds it due meanwhile.
+        self.refresh_margin_s = max(2.0, 2 * deps.settings.presence_check_s)
         self._started = False
 
     # -- feeding ------------------------------------------------------------------------------
@@ -126,6 +137,7 @@ class PresenceService:
             identity.device_id,
             now,
         )
+        self._saved.pop(pk, None)  # the sweep saves its row afresh
         if not up:
             # What it sent before leaving must not make it online again after the disconnect.
             self._seen.pop(pk, None)
@@ -243,8 +255,26 @@ class PresenceService:
         return None
 
     async def _flush(self) -> list[Change]:
-        seen, self._seen = self._seen, {}
+        heard, self._seen = self._seen, {}
         dirty, self._skew_dirty = self._skew_dirty, set()
+        if not heard and not dirty:
+            return []
+        # Only rows that need it are written: a device not saved yet, one whose stored offline
+        # time comes within the refresh margin, or whose stored last-seen time is getting old.
+        # The others stay noted (and protect the device from _expire in this process), so a
+        # fleet talking all the time costs a few row writes a second, not one per device.
+        now_s = self._now().timestamp()
+        seen: dict[int, int] = {}
+        for pk, ns in heard.items():
+            saved = self._saved.get(pk)
+            if (
+                saved is None
+                or now_s >= saved[1] - self.refresh_margin_s
+                or ns / 1e9 - saved[0] >= LAST_SEEN_STALENESS_S
+            ):
+                seen[pk] = ns
+            else:
+                self._seen.setdefault(pk, ns)
         if not seen and not dirty:
             return []
         changes: list[Change] = []
@@ -259,6 +289,7 @@ class PresenceService:
         except Exception:
             # Keep the times for the next pass (newer ones win).
             for pk, ns in seen.items():
+                self._saved.pop(pk, None)
                 if self._seen.get(pk, 0) < ns:
                     self._seen[pk] = ns
             self._skew_dirty |= dirty
@@ -272,6 +303,7 @@ class PresenceService:
         for pk, grace in graces.items():
             at = by_pk[pk] = datetime.fromtimestamp(seen[pk] / 1e9, UTC)
             rows.append({"b_pk": pk, "b_at": at, "b_due": at + timedelta(seconds=grace)})
+            self._saved[pk] = (at.timestamp(), at.timestamp() + grace)
         if not rows:
             return []
         # Silent-then-heard devices (offline or never seen, no connection) come online.
@@ -344,9 +376,13 @@ class PresenceService:
             if (await conn.execute(select.limit(1))).first() is None:
                 return []
         async with self.db.write() as conn:
-            rows = (await conn.execute(select)).all()
+            # A device heard here since its row was saved is not silent: its next flush
+            # saves it (this process knows better than the row).
+            rows = [r for r in (await conn.execute(select)).all() if r.pk not in self._seen]
             if not rows:
                 return []
+            for row in rows:
+                self._saved.pop(row.pk, None)
             await conn.execute(
                 sa.update(devices)
                 .where(devices.c.pk.in_([r.pk for r in rows]))
