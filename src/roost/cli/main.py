@@ -29,10 +29,11 @@ def main(
     """Roost: a self-hosted IoT device-fleet platform."""
 
 
-from roost.cli import db, devices, serve, tenants, users  # noqa: E402,F401  (serve registers itself)
+from roost.cli import db, devices, provision, serve, tenants, users  # noqa: E402,F401
 
 app.add_typer(db.app)
 app.add_typer(tenants.app)
 app.add_typer(users.app)
 app.add_typer(devices.app)
+app.add_typer(provision.app)
 from roost.cli import sim  # noqa: E402,F401  (registers roost sim)

@@ -5,16 +5,93 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from roost.cli.main import app
 from roost.config import load_settings
+from roost.security import redaction
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
+    from roost.mqtt.server import MQTTServer
+    from roost.runtime import Roost
 
 # Allocations between young-generation collections (CPython's default is 700): the hot paths
 # allocate a few short-lived objects per message, and a pass every 700 of them is wasted work.
 GC_YOUNG_THRESHOLD = 20_000
+
+
+async def _start_mqtts(roost: Roost) -> MQTTServer:
+    """Listen for MQTT over TLS (client certificates of the platform CA, or tokens)."""
+    from roost.mqtt.gateway import gateway_for
+    from roost.mqtt.server import MQTTServer, tls_server_context
+
+    settings = roost.settings
+    cert_file, key_file = await roost.certificates.server_credentials()
+    context = tls_server_context(str(cert_file), str(key_file), await roost.certificates.ca_pem())
+    server = MQTTServer(gateway_for(roost), settings.http_host, settings.mqtts_port, context)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot listen for MQTT over TLS on {settings.http_host}:{settings.mqtts_port} "
+            f"({exc.strerror}; another broker?): choose another port with ROOST_MQTTS_PORT "
+            "(0 turns it off)",
+            param_hint="ROOST_MQTTS_PORT",
+        ) from None
+    typer.echo(
+        f"MQTTS mqtts://{settings.http_host}:{server.port}  (CA certificate: "
+        f"{settings.data_dir / 'ca' / 'ca.pem'}, or GET /api/v1/ca)"
+    )
+    return server
+
+
+async def _start_https(roost: Roost, app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """A second, direct HTTPS listener whose requests carry the TLS client certificate (devices
+    with a certificate of the platform CA; everyone else as on HTTP). Answers the server and the
+    task that keeps its Date header current and ends when it is told to exit."""
+    import uvicorn
+
+    from roost.http.client_certs import ClientCertificateHttpProtocol
+
+    settings = roost.settings
+    cert_file, key_file = await roost.certificates.server_credentials()
+    ca_file = cert_file.parent / "ca.pem"
+    ca_file.write_text(await roost.certificates.ca_pem())
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.https_port,
+        log_level=settings.log_level.lower(),
+        http=ClientCertificateHttpProtocol,
+        access_log=False,
+        lifespan="off",  # the HTTP listener's app runs the lifespan
+        ssl_certfile=str(cert_file),
+        ssl_keyfile=str(key_file),
+        ssl_cert_reqs=ssl.CERT_OPTIONAL,
+        ssl_ca_certs=str(ca_file),
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    try:
+        await server.startup()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind (it logged why)
+        server.started = False
+    if not server.started:
+        raise typer.BadParameter(
+            f"cannot listen for HTTPS on {settings.http_host}:{settings.https_port}: choose "
+            "another port with ROOST_HTTPS_PORT (0 turns it off)",
+            param_hint="ROOST_HTTPS_PORT",
+        )
+    typer.echo(f"HTTPS https://{settings.http_host}:{settings.https_port}  (client certificates)")
+    return server, asyncio.create_task(server.main_loop(), name="roost-https-ticks")
 
 
 @app.command()
@@ -57,6 +134,8 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Credentials never reach the log, whoever logs them (uvicorn logs WebSocket query strings).
+    redaction.install()
     # Alembic narrates every migration step at INFO; Roost logs the one line that matters.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     roost = Roost.build(settings)
@@ -64,6 +143,8 @@ def serve(
     async def run() -> None:
         await roost.start()
         mqtt_server = None
+        mqtts_server = None
+        https_server: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         try:
             if demo:
                 from roost.services.demo import load_demo
@@ -103,14 +184,26 @@ def serve(
                     f"MQTT mqtt://{settings.http_host}:{mqtt_server.port}  "
                     f"(over WebSocket ws://{settings.http_host}:{settings.http_port}/mqtt)"
                 )
+            if settings.mqtts_port:
+                mqtts_server = await _start_mqtts(roost)
             # What exists now (modules, the app, caches) lives as long as the process: keep it
             # out of the collector's full passes, and run those less often, so that a process
             # holding thousands of connections does not stall ingest for a full collection.
+            app: ASGIApp = create_app(roost, manage_lifecycle=False)
+            # The routes and their OpenAPI document are as long-lived as the modules: made now,
+            # they are frozen with the rest.
+            app.openapi()  # type: ignore[attr-defined]
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            if settings.client_cert_header:
+                from roost.http.client_certs import ForwardedClientCertificate
+
+                app = ForwardedClientCertificate(app, settings.client_cert_header)
+            if settings.https_port:
+                https_server = await _start_https(roost, app)
             config = uvicorn.Config(
-                create_app(roost, manage_lifecycle=False),
+                app,
                 host=settings.http_host,
                 port=settings.http_port,
                 log_level=settings.log_level.lower(),
@@ -121,6 +214,13 @@ def serve(
             )
             await uvicorn.Server(config).serve()
         finally:
+            if https_server is not None:
+                server, ticking = https_server
+                server.should_exit = True
+                await ticking
+                await server.shutdown()
+            if mqtts_server is not None:
+                await mqtts_server.close()
             if mqtt_server is not None:
                 await mqtt_server.close()
             if roost.mqtt_gateway is not None:

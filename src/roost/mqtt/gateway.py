@@ -26,10 +26,12 @@ exception decides: ``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0
 ==========================================  =============================  ======================
 case                                        MQTT 5                         MQTT 3.1.1
 ==========================================  =============================  ======================
+address over its failed-credential limit   CONNACK 0x9F (not checked)     CONNACK 3
 no / malformed / bad / expired token        CONNACK 0x86                   CONNACK 4
 revoked token, deleted device, username     CONNACK 0x87                   CONNACK 5
 not the token's device
 authenticator or store unavailable          CONNACK 0x88                   CONNACK 3
+device holds its most connections           CONNACK 0x97                   CONNACK 5
 enhanced auth (authentication method)       CONNACK 0x8C                   n/a
 client id too long (> 256)                  CONNACK 0x85                   CONNACK 2
 empty client id                             assigned, returned in CONNACK  assigned (clean only)
@@ -44,6 +46,8 @@ payload refused by ingest                   PUBACK/PUBREC 0x99 + reason;   ackno
 commit failed (ticket error)                PUBACK/PUBREC 0x80             connection closed (the
                                                                            device resends)
 state/command/job topic, no handler yet     PUBACK/PUBREC 0x83             acknowledged, logged
+over the device's message rate              DISCONNECT 0x96, not acked     connection closed
+over the device's byte rate                 DISCONNECT 0x97, not acked     connection closed
 more unacked QoS>0 than Receive Maximum     DISCONNECT 0x93                reading paused
 packet over the maximum size                DISCONNECT 0x95                connection closed
 malformed packet / protocol error           DISCONNECT 0x81 / 0x82         connection closed
@@ -52,6 +56,13 @@ credential revoked (or device deleted)      DISCONNECT 0x87, no will       close
 credential expired during the session       DISCONNECT 0x87, no will       closed, no will
 server shutting down                        DISCONNECT 0x8B, no will       closed, no will
 ==========================================  =============================  ======================
+
+Abuse limits (:mod:`roost.services.limits`): a PUBLISH over the device's rate is refused before
+it is taken, so nothing acknowledged is lost. 0x96 "Message rate too high" is the spec's code for
+a client sending messages too fast; for bytes 0x97 "Quota exceeded" (an administrative limit),
+which is also the CONNACK code for a device over its connection limit: a retry would not help
+until one of its connections ends, unlike 0x9F "Connection rate exceeded", which is what an
+address over its failed-credential limit gets (its credential is then not even looked at).
 
 Revocation uses 0x87 "Not authorized": the reason is the credential, and the client should not
 simply retry as it would after 0x89 "Server busy". A revoked session's will is not published: the
@@ -81,11 +92,13 @@ from roost.mqtt.session import MQTTSession
 from roost.mqtt.state import PendingWill, SessionState
 from roost.mqtt.topics import PublishRoute, publish_route
 from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
+from roost.services.limits import source_host
 
 if TYPE_CHECKING:
     from roost.config import Settings
     from roost.domain.devices import DeviceIdentity
     from roost.runtime import Roost
+    from roost.services.limits import DeviceLimits
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +181,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._unsubscribe_revocations: Callable[[], None] | None = None
+        # Abuse limits (rates, connections per device, failed credentials per address); None:
+        # no limit at all (a gateway built without a Roost, as in the session tests).
+        self.limits: DeviceLimits | None = None
         self._connack_base = Properties(
             receive_maximum=self.config.receive_maximum,
             maximum_packet_size=self.config.max_packet_size,
@@ -262,9 +278,33 @@ class Gateway:
             if identity is not None and identity.credential_id == credential_id:
                 session.kick(ReasonCode.NOT_AUTHORIZED, "credential revoked", will=False)
 
-    def admit(self, identity: DeviceIdentity) -> bool:
-        """Whether the device may open another connection (hook for a per-device limit)."""
-        return True
+    def admit(self, session: MQTTSession, identity: DeviceIdentity) -> None:
+        """Count the session among the device's connections, or raise ``RateLimited`` when the
+        device holds the most it may; the session gets its rate meter (None: rates off)."""
+        limits = self.limits
+        if limits is None or not limits.active:
+            return
+        use = limits.connect(identity.device_pk)
+        session.use = use
+        session.meter = use if limits.rates_on else None
+
+    def release(self, session: MQTTSession) -> None:
+        """The session no longer counts among its device's connections (idempotent)."""
+        use = session.use
+        if use is not None:
+            session.use = session.meter = None
+            if self.limits is not None:
+                self.limits.disconnect(use)
+
+    def source_retry_after(self, session: MQTTSession) -> int:
+        """Seconds the session's address is refused for failed credential checks (0: not)."""
+        limits = self.limits
+        return 0 if limits is None else limits.source_retry_after(source_host(session.peer))
+
+    def credential_failed(self, session: MQTTSession) -> None:
+        """Count a failed credential check against the session's address."""
+        if self.limits is not None:
+            self.limits.credential_failed(source_host(session.peer))
 
     def tick(self, now: float | None = None) -> None:
         """Run every timer due at ``now``: connection checks, will delays, session expiry."""
@@ -375,6 +415,7 @@ class Gateway:
     def detach(self, session: MQTTSession, *, will: bool) -> None:
         """A connection ended: keep or drop its session, publish or schedule its will."""
         self.connections.discard(session)
+        self.release(session)
         if session.announced:
             session.announced = False
             self._connection_event(session, False)
@@ -476,5 +517,6 @@ def gateway_for(roost: Roost) -> Gateway:
     if roost.mqtt_gateway is None:
         config = GatewayConfig.from_settings(roost.settings)
         roost.mqtt_gateway = Gateway(roost.device_auth, roost.ingest, config)
+        roost.mqtt_gateway.limits = roost.limits
         roost.link.attach(roost.mqtt_gateway)
     return roost.mqtt_gateway

@@ -36,6 +36,7 @@ from roost.mqtt.ports import DevicePublish, RouteHandler
 from roost.mqtt.topics import PublishRoute, may_subscribe, publish_route, validate_topic_filter
 from roost.mqtt.wire import _pack_BBH
 from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
+from roost.services.limits import MESSAGES_EXCEEDED, exceeded_reason
 
 if TYPE_CHECKING:
     from roost.mqtt.session import MQTTSession
@@ -52,6 +53,12 @@ NOT_SUPPORTED_YET: Final = "not supported yet"
 
 def on_publish(session: MQTTSession, pkt: Publish) -> None:
     """Route one PUBLISH from the device."""
+    meter = session.meter
+    if meter is not None:
+        verdict = meter.take(len(pkt.payload))
+        if verdict:
+            _over_rate(session, verdict)
+            return
     topic = pkt.topic
     if pkt.properties.topic_alias is not None:
         resolved = _resolve_alias(session, pkt)
@@ -83,6 +90,38 @@ def on_publish(session: MQTTSession, pkt: Publish) -> None:
         _ingest(session, pkt, topic, _KINDS[route])
     else:
         _routed(session, pkt, topic, route)
+
+
+def _over_rate(session: MQTTSession, verdict: int) -> None:
+    """The device is over its rate: close before taking the message (it is never acked, so the
+    device still holds it). v5 learns why: 0x96 for messages, 0x97 for bytes.
+
+    Messages taken before it are acknowledged first (reading stops meanwhile), so the device
+    knows which of them it need not send again.
+    """
+    code = (
+        ReasonCode.MESSAGE_RATE_TOO_HIGH
+        if verdict == MESSAGES_EXCEEDED
+        else ReasonCode.QUOTA_EXCEEDED
+    )
+    reason_code = code if session.level == PROTOCOL_V5 else None
+    ticket = session.last_ticket()
+    if ticket is None:
+        session.close_with(reason_code, exceeded_reason(verdict))
+    else:
+        session.block(_close_after(session, ticket, reason_code, exceeded_reason(verdict)))
+
+
+async def _close_after(
+    session: MQTTSession, ticket: CommitTicket, code: int | None, reason: str
+) -> None:
+    """Close once ``ticket`` completes (its acknowledgements have gone out by then)."""
+    try:
+        await ticket
+    except Exception:  # the failure went out with the acknowledgements
+        pass
+    if not session.closed:
+        session.close_with(code, reason)
 
 
 def _resolve_alias(session: MQTTSession, pkt: Publish) -> str | None:

@@ -177,6 +177,8 @@ _V311_CONNACK_MAP: Final[dict[int, int]] = {
     0x86: 0x04,  # bad user name or password
     0x8C: 0x04,
     0x87: 0x05,  # not authorized
+    0x97: 0x05,  # quota exceeded (too many connections of the device)
+    0x9F: 0x03,  # connection rate exceeded (too many failed credentials): "unavailable"
 }
 
 

@@ -28,6 +28,22 @@ LISTEN_BACKLOG: Final = 4096
 WRITE_HIGH_WATER: Final = 64 * 1024
 
 
+def tls_server_context(cert_file: str, key_file: str, ca_pem: str) -> ssl.SSLContext:
+    """The TLS context of MQTT over TLS: our server certificate, and client certificates asked
+    for but optional (``CERT_OPTIONAL``), checked against the platform CA when sent.
+
+    A device may then connect with a client certificate alone, or with a token or SAS token as
+    its password over an encrypted connection. A certificate from another CA fails the
+    handshake; revocation and the device's identity are the authenticator's (at CONNECT).
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cadata=ca_pem)
+    return context
+
+
 class MQTTConnection(asyncio.Protocol):
     """One socket: feeds its session and is the session's :class:`~roost.mqtt.ports.Link`."""
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied
+from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
 from roost.mqtt import inbound, outbound
 from roost.mqtt.encoder import encode
 from roost.mqtt.packets import (
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from roost.mqtt.gateway import Gateway
     from roost.mqtt.ports import Link
     from roost.mqtt.state import SessionState
+    from roost.services.limits import DeviceUse
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,11 @@ class MQTTSession:
         "closed",
         "identity",
         "level",
+        "meter",
         "opened_at",
         "peer",
         "state",
+        "use",
         "will",
     )
 
@@ -153,6 +156,10 @@ class MQTTSession:
         self.last_route: Any = None
         # The gateway told its connection hooks this connection is up (and must say when down).
         self.announced = False
+        # The device's use counted by the abuse limits (while admitted), and its rate meter
+        # (None when no rate limit is set: PUBLISH then skips the check).
+        self.use: DeviceUse | None = None
+        self.meter: DeviceUse | None = None
 
     def __repr__(self) -> str:
         who = self.identity.device_id if self.identity else "unauthenticated"
@@ -343,16 +350,42 @@ class MQTTSession:
 
     async def _authenticate(self, pkt: Connect) -> None:
         gateway = self.gateway
+        wait = gateway.source_retry_after(self)
+        if wait and not self.closed:
+            # Refused without looking at the credential: that is what stops the guessing.
+            self._refuse(
+                ReasonCode.CONNECTION_RATE_EXCEEDED,
+                f"too many failed credential checks from this address; retry in {wait} s",
+            )
+            return
         try:
             identity = await gateway.authenticator.authenticate_mqtt(
                 pkt.username, pkt.password, self._link.peer_certificate()
             )
-            if not gateway.admit(identity):
-                raise PermissionDenied("too many connections for this device")
-            ctx = await gateway.ingest.device_context(identity)
         except AuthenticationFailed as exc:
+            gateway.credential_failed(self)
             if not self.closed:
                 self._refuse(ReasonCode.BAD_USER_NAME_OR_PASSWORD, exc.detail)
+            return
+        except PermissionDenied as exc:
+            gateway.credential_failed(self)
+            if not self.closed:
+                self._refuse(ReasonCode.NOT_AUTHORIZED, exc.detail)
+            return
+        except Exception as exc:
+            log.warning("%r: authentication unavailable: %s", self, exc)
+            if not self.closed:
+                self._refuse(ReasonCode.SERVER_UNAVAILABLE, "authentication is unavailable")
+            return
+        if self.closed:
+            return
+        try:
+            # Counted before the await below, released by detach however the session ends.
+            gateway.admit(self, identity)
+            ctx = await gateway.ingest.device_context(identity)
+        except RateLimited as exc:
+            # 3.1.1 has no quota code; 5 ("not authorized") tells the client not to hammer.
+            self._refuse(ReasonCode.QUOTA_EXCEEDED, exc.detail)
             return
         except PermissionDenied as exc:
             if not self.closed:
@@ -435,6 +468,14 @@ class MQTTSession:
             return
         if len(acks) == 1:
             self._flush_acks()
+
+    def last_ticket(self) -> CommitTicket | None:
+        """The ticket the newest waiting acknowledgement waits on (None: none waits)."""
+        for entry in reversed(self._acks or ()):
+            ticket = entry[_TICKET]
+            if ticket is not None and not ticket.done:
+                return ticket  # type: ignore[no-any-return]
+        return None
 
     def _ticket_done(self, ticket: CommitTicket, error: BaseException | None) -> None:
         if self.closed:

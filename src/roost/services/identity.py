@@ -30,7 +30,7 @@ from roost.security.passwords import (
 )
 from roost.security.ratelimit import FailureLimiter
 from roost.security.tokens import issue_user_token, verify_user_token
-from roost.services import audit
+from roost.services import audit, consumers
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
 from roost.store.schema import api_keys, audit_log, tenants, users
@@ -187,8 +187,19 @@ class IdentityService:
         row["last_login_at"] = now
         return LoginResult(token, expires, _user_out(row))
 
-    async def authenticate(self, credential: str) -> Actor:
-        """Turn a bearer credential (user token or API key) into the acting user."""
+    async def authenticate(self, credential: str, *, allow_consumer: bool = False) -> Actor:
+        """Turn a bearer credential (user token, API key, consumer key) into the actor.
+
+        A consumer key is accepted only where the caller says so (the read doors of telemetry):
+        anywhere else it is refused with 403, so a new route is closed to consumers by default.
+        """
+        if consumers.looks_like_consumer_key(credential):
+            actor = await consumers.authenticate_consumer_key(self.db, self.secret_key, credential)
+            if not allow_consumer:
+                raise PermissionDenied(
+                    "a consumer key only reads telemetry, events and live streams of its grants"
+                )
+            return actor
         if apikeys.looks_like_api_key(credential):
             return await self._authenticate_api_key(credential)
         claims = verify_user_token(self.secret_key, credential)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.bus.base import Bus, Subscription
+from roost.domain.access import GrantScope
 from roost.services.telemetry import SeriesDirectory, batch_items
 from roost.store.timeseries.batch import DecodedBatch, decode
 
@@ -44,6 +45,8 @@ class LiveFilter:
     event_types: frozenset[str] = frozenset()
     telemetry: bool = True
     events: bool = True
+    # A consumer's resolved grants (None: no limit beyond the tenant).
+    scope: GrantScope | None = None
 
     @classmethod
     def from_query(cls, tenant_id: str, query: Any) -> LiveFilter:
@@ -59,8 +62,10 @@ class LiveFilter:
         )
 
     def keep(self, device_id: str, kind: str, name: str | None) -> bool:
-        """True when the reader wants this item."""
+        """True when the reader wants this item (and, for a consumer, is granted it)."""
         if self.devices and device_id not in self.devices:
+            return False
+        if self.scope is not None and not self.scope.allows(device_id, kind, name):
             return False
         if kind == "telemetry":
             return self.telemetry and (not self.sensors or name in self.sensors)

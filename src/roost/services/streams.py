@@ -18,6 +18,7 @@ from roost.domain.access import Actor, Role
 from roost.domain.ids import SLUG_RULE, is_slug
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.services import audit
+from roost.services.consumers import scope_of
 from roost.services.telemetry import SeriesDirectory, batch_items
 from roost.store.database import Database
 from roost.store.queries import fetch_one
@@ -124,6 +125,10 @@ class StreamService:
             await self.create(actor, group_id, start)
             group = await self._group(actor, group_id)
             assert group is not None
+        # A consumer key reads only its grants (resolved once per pull: group grants follow
+        # membership at the time of the pull).
+        scope = await scope_of(self.db, actor)
+        keep = None if scope is None else scope.allows
         cursor = group["committed_offset"] if after_offset is None else after_offset
         first, next_offset = await self.store.log_bounds()
         truncated = cursor < first - 1
@@ -147,6 +152,7 @@ class StreamService:
                     self.directory,
                     tenant_id=actor.tenant_id,
                     after_offset=position,
+                    keep=keep,
                 )
                 room = limit - len(items)
                 if len(found) >= room:

@@ -14,9 +14,10 @@ import numpy.typing as npt
 import orjson
 import sqlalchemy as sa
 
-from roost.domain.access import Actor, Role
+from roost.domain.access import Actor, GrantScope, Role
 from roost.domain.telemetry import ItemError, parse_timestamp
 from roost.errors import InvalidInput, NotFound
+from roost.services.consumers import scope_of
 from roost.services.devices import DeviceQuery, DeviceService, group_condition
 from roost.store.database import Database
 from roost.store.queries import fetch_one
@@ -237,7 +238,17 @@ class TelemetryService:
         self.devices = devices_service
         self.directory = directory
 
+    async def _visible(self, actor: Actor, device_id: str) -> GrantScope | None:
+        """A consumer's resolved grants; NotFound when none of the device's data is granted."""
+        scope = await scope_of(self.db, actor)
+        if scope is not None and not scope.sees_device(device_id):
+            raise NotFound(f"no device {device_id!r}")
+        return scope
+
     async def _sensor(self, actor: Actor, device_id: str, sensor_id: str) -> dict[str, Any]:
+        scope = await self._visible(actor, device_id)
+        if scope is not None and not scope.allows(device_id, "telemetry", sensor_id):
+            raise NotFound(f"no sensor {sensor_id!r} on device {device_id!r}")
         async with self.db.read() as conn:
             row = await fetch_one(
                 conn,
@@ -322,8 +333,9 @@ class TelemetryService:
         }
 
     async def latest(self, actor: Actor, device_id: str) -> dict[str, Any]:
-        """The last known value of every sensor of a device."""
+        """The last known value of every sensor of a device (a consumer: its granted ones)."""
         actor.require(Role.VIEWER)
+        scope = await self._visible(actor, device_id)
         async with self.db.read() as conn:
             device = await fetch_one(
                 conn,
@@ -340,7 +352,11 @@ class TelemetryService:
                     )
                 )
             ).all()
-        by_pk = {pk: (sensor_id, kind, unit) for pk, sensor_id, kind, unit in rows}
+        by_pk = {
+            pk: (sensor_id, kind, unit)
+            for pk, sensor_id, kind, unit in rows
+            if scope is None or scope.allows(device_id, "telemetry", sensor_id)
+        }
         latest = await self.store.latest(list(by_pk))
         items = []
         for entry in sorted(latest, key=lambda e: by_pk[e.series][0]):
@@ -363,8 +379,12 @@ class TelemetryService:
         query: DeviceQuery,
         sensor_ids: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Last known values of every device matching the filters (group, site, …)."""
+        """Last known values of every device matching the filters (group, site, …).
+
+        A consumer gets only its granted devices and sensors among them.
+        """
         actor.require(Role.VIEWER)
+        scope = await scope_of(self.db, actor)
         # Only the series keys come from SQL; who owns each is in the series directory (a
         # process-wide cache): 10,000 joined rows as Python objects cost more than the store.
         device_filters = {
@@ -386,7 +406,12 @@ class TelemetryService:
             stmt = sa.select(sensors.c.pk)
             if sensor_ids:
                 stmt = stmt.where(sensors.c.id.in_(list(sensor_ids)))
-            if group is not None and group.get("filter") is None and not device_filters:
+            if (
+                group is not None
+                and group.get("filter") is None
+                and not device_filters
+                and scope is None
+            ):
                 # A static group's member rows name the tenant's devices: no join needed.
                 stmt = stmt.where(
                     group_condition(actor.tenant_id, group, device_pk=sensors.c.device_pk)
@@ -396,6 +421,8 @@ class TelemetryService:
                     devices.c.tenant_id == actor.tenant_id,
                     *(devices.c[name] == value for name, value in device_filters.items()),
                 )
+                if scope is not None:  # a consumer: only devices with granted data are read
+                    stmt = stmt.where(devices.c.id.in_(sorted(scope.device_ids())))
                 if group is not None:
                     stmt = stmt.where(group_condition(actor.tenant_id, group))
             series = list((await conn.execute(stmt)).scalars())
@@ -403,7 +430,9 @@ class TelemetryService:
         owners: dict[int, SeriesInfo] = {}
         for pk in series:
             info = self.directory.series(pk)
-            if info is not None:  # None: deleted since the query
+            if info is not None and (  # None: deleted since the query
+                scope is None or scope.allows(info.device_id, "telemetry", info.sensor_id)
+            ):
                 owners[pk] = info
         if len({info.device_id for info in owners.values()}) > MAX_FLEET_DEVICES:
             raise InvalidInput(f"more than {MAX_FLEET_DEVICES} devices match: narrow the filters")
@@ -429,10 +458,14 @@ class TelemetryService:
         limit: int,
         order: str | None,
     ) -> dict[str, Any]:
-        """A device's events, newest first unless ``from`` is given or ``order=asc``."""
+        """A device's events, newest first unless ``from`` is given or ``order=asc``.
+
+        A consumer granted only some sensors of the device sees no events of it.
+        """
         actor.require(Role.VIEWER)
         if not 1 <= limit <= MAX_POINTS:
             raise InvalidInput(f"limit must be between 1 and {MAX_POINTS}")
+        scope = await self._visible(actor, device_id)
         async with self.db.read() as conn:
             device = await fetch_one(
                 conn,
@@ -448,6 +481,8 @@ class TelemetryService:
         stored = await self.store.events(
             device["pk"], lo, hi, types=list(types) or None, limit=limit, descending=descending
         )
+        if scope is not None and not scope.allows(device_id, "event", None):
+            stored = []
         stamps = rfc3339_many([e.ts for e in stored])
         received = rfc3339_many([e.recv for e in stored])
         return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -26,7 +26,14 @@ from roost.domain.devices import (
     PresentedCredential,
     SasToken,
 )
-from roost.errors import AuthenticationFailed, RoostError, Unavailable, ValidationFailed
+from roost.errors import (
+    AuthenticationFailed,
+    PermissionDenied,
+    RateLimited,
+    RoostError,
+    Unavailable,
+    ValidationFailed,
+)
 from roost.http import schemas as s
 from roost.http.deps import RoostDep
 from roost.http.problems import problem
@@ -79,14 +86,35 @@ async def device_identity(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
 ) -> DeviceIdentity:
-    """The calling device, from its credential (see :func:`presented_credential`)."""
-    presented = presented_credential(request.headers.get("authorization"), request.scope)
-    identity = await roost.device_auth.authenticate(presented)
+    """The calling device, from its credential (see :func:`presented_credential`).
+
+    An address over its failed-credential limit gets 429 without its credential being looked
+    at; every refused credential counts against its address (see :mod:`roost.services.limits`).
+    """
+    identity = await authenticate_device(
+        roost,
+        lambda: presented_credential(request.headers.get("authorization"), request.scope),
+        request.client.host if request.client else "",
+    )
     roost.link.activity(identity)  # presence: any device call is a sign of life
     return identity
 
 
 DeviceDep = Annotated[DeviceIdentity, Depends(device_identity)]
+
+
+async def authenticate_device(
+    roost: Roost, presented: Callable[[], PresentedCredential], address: str
+) -> DeviceIdentity:
+    """Check a device credential from ``address`` under the brute-force limit: refused (429)
+    while the address is over it, and a refusal (401/403) counts against the address."""
+    roost.limits.check_source(address)
+    try:
+        return await roost.device_auth.authenticate(presented())
+    except (AuthenticationFailed, PermissionDenied):
+        roost.limits.credential_failed(address)
+        raise
+
 
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -177,7 +205,9 @@ async def _answer(
     request: Request,
     idempotency_key: str | None,
 ) -> Response:
-    outcome = await ingest_message(roost, identity, kind, await request.body(), idempotency_key)
+    payload = await request.body()
+    roost.limits.check_rate(identity.device_pk, len(payload))  # 429 before anything is taken
+    outcome = await ingest_message(roost, identity, kind, payload, idempotency_key)
     if outcome.errors:
         raise refusal(outcome)
     if outcome.ticket is not None:
@@ -251,7 +281,14 @@ def websocket_credential(websocket: WebSocket) -> PresentedCredential:
 
 async def deny(websocket: WebSocket, exc: RoostError) -> None:
     """Refuse an upgrade with the HTTP status and problem+json of ``exc``."""
-    await websocket.send_denial_response(problem(exc.status, exc.detail, title=exc.title))
+    headers = (
+        {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, RateLimited | Unavailable)
+        else None
+    )
+    await websocket.send_denial_response(
+        problem(exc.status, exc.detail, title=exc.title, headers=headers)
+    )
 
 
 @router.websocket("/ws/ingest", name="ws_ingest")
@@ -262,12 +299,21 @@ async def ws_ingest(websocket: WebSocket) -> None:
     durable, or ``{"ack": n, "error": {problem}}``. Acks come in frame order.
     """
     roost: Roost = websocket.app.state.roost
+    client = websocket.client
     try:
-        identity = await roost.device_auth.authenticate(websocket_credential(websocket))
+        identity = await authenticate_device(
+            roost, lambda: websocket_credential(websocket), client.host if client else ""
+        )
+        use = roost.limits.connect(identity.device_pk)  # a stream counts as a connection
     except RoostError as exc:
         await deny(websocket, exc)
         return
-    await websocket.accept()
+    try:
+        await websocket.accept()
+    except BaseException:
+        if use is not None:
+            roost.limits.disconnect(use)
+        raise
     requested = websocket.query_params.get("kind", "auto")
     kind = (
         IngestKind(requested) if requested in {"telemetry", "events", "auto"} else IngestKind.AUTO
@@ -302,6 +348,7 @@ async def ws_ingest(websocket: WebSocket) -> None:
 
     acker = asyncio.create_task(acknowledge())
     seq = 0
+    rates_on = roost.limits.rates_on
     roost.link.connection(identity, True)  # presence: online while the socket is open
     try:
         while not closed.is_set():
@@ -320,6 +367,8 @@ async def ws_ingest(websocket: WebSocket) -> None:
             seq += 1
             result: IngestOutcome | RoostError
             try:
+                if rates_on:  # refused frames get a 429 ack and nothing is taken
+                    roost.limits.check_rate(identity.device_pk, len(payload))
                 outcome = await ingest_message(roost, identity, kind, payload, None)
                 result = refusal(outcome) if outcome.errors else outcome
             except RoostError as exc:
@@ -328,6 +377,8 @@ async def ws_ingest(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        if use is not None:
+            roost.limits.disconnect(use)
         roost.link.connection(identity, False)
         revoked()
         await pending.put(None)
@@ -352,4 +403,6 @@ def _problem_body(exc: RoostError) -> dict[str, Any]:
     errors = exc.extra.get("errors") if exc.extra else None
     if errors:
         body["errors"] = errors
+    if isinstance(exc, RateLimited | Unavailable):
+        body["retry_after"] = exc.retry_after
     return body

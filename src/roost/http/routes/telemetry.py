@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, Response, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
+from roost.domain.access import Actor
 from roost.errors import AuthenticationFailed, RoostError
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import RoostDep
 from roost.http.routes.ingest import deny, websocket_token
 from roost.runtime import Roost
+from roost.services.consumers import scope_of
 from roost.services.live import LiveFilter
 from roost.services.telemetry import (
     DEFAULT_POINTS,
@@ -24,6 +28,36 @@ from roost.services.telemetry import (
 )
 
 router = APIRouter(tags=["telemetry"])
+
+# How often a live stream opened with a consumer key re-checks the key and re-resolves its grants
+# (group membership, changed grants, a deleted or rotated key): seconds of staleness at most,
+# against one small query per reader per interval.
+GRANT_REFRESH_S = 5.0
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A login token, an API key (roost_…), or a consumer key (roostc_…)",
+)
+
+
+async def get_reader(
+    roost: RoostDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_roost_tenant: Annotated[
+        str | None, Header(description="Superuser only: act inside this tenant")
+    ] = None,
+) -> Actor:
+    """The caller of a read door: a user, an API key, or a consumer key (limited to its grants)."""
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationFailed("send Authorization: Bearer <login token, API or consumer key>")
+    actor = await roost.identity.authenticate(credentials.credentials, allow_consumer=True)
+    if x_roost_tenant:
+        actor = await roost.identity.act_in_tenant(actor, x_roost_tenant)
+    return actor
+
+
+# The actor of the routes a consumer key may call; every other route refuses consumer keys.
+ReaderDep = Annotated[Actor, Depends(get_reader)]
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -63,7 +97,7 @@ class HistoryParams(p.QueryParams):
     summary="A sensor's history, raw or aggregated per interval",
 )
 async def device_telemetry(
-    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[HistoryParams, Query()]
+    roost: RoostDep, actor: ReaderDep, device_id: str, query: Annotated[HistoryParams, Query()]
 ) -> Response:
     start = parse_bound(query.from_, 0, "from") if query.from_ is not None else None
     end = parse_bound(query.to, 0, "to") if query.to is not None else None
@@ -103,7 +137,7 @@ async def device_telemetry(
     responses=NOT_FOUND,
     summary="The last known value of every sensor of a device",
 )
-async def device_latest(roost: RoostDep, actor: ActorDep, device_id: str) -> Response:
+async def device_latest(roost: RoostDep, actor: ReaderDep, device_id: str) -> Response:
     return _json(await roost.telemetry.latest(actor, device_id))
 
 
@@ -125,7 +159,7 @@ class EventParams(p.QueryParams):
     summary="A device's events, filtered by type and time",
 )
 async def device_events(
-    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[EventParams, Query()]
+    roost: RoostDep, actor: ReaderDep, device_id: str, query: Annotated[EventParams, Query()]
 ) -> Response:
     return _json(
         await roost.telemetry.events(
@@ -154,7 +188,7 @@ class FleetParams(p.DeviceFilters):
     summary="Last known values across the fleet, by group, site, model, tag…",
 )
 async def fleet_latest(
-    roost: RoostDep, actor: ActorDep, query: Annotated[FleetParams, Query()]
+    roost: RoostDep, actor: ReaderDep, query: Annotated[FleetParams, Query()]
 ) -> Response:
     return _json(await roost.telemetry.fleet_latest(actor, query.device_query(), query.sensor))
 
@@ -170,7 +204,9 @@ async def fleet_latest(
     responses=NOT_FOUND,
     summary="Create a consumer group reading the ingest log from its start or its end",
 )
-async def create_group(roost: RoostDep, actor: ActorDep, body: s.ConsumerGroupIn) -> dict[str, Any]:
+async def create_group(
+    roost: RoostDep, actor: ReaderDep, body: s.ConsumerGroupIn
+) -> dict[str, Any]:
     return await roost.streams.create(actor, body.id, body.start)
 
 
@@ -181,7 +217,7 @@ async def create_group(roost: RoostDep, actor: ActorDep, body: s.ConsumerGroupIn
     responses=NOT_FOUND,
     summary="A consumer group's committed offset and the log's extent",
 )
-async def group_status(roost: RoostDep, actor: ActorDep, group: str) -> dict[str, Any]:
+async def group_status(roost: RoostDep, actor: ReaderDep, group: str) -> dict[str, Any]:
     return await roost.streams.status(actor, group)
 
 
@@ -201,7 +237,7 @@ class PullParams(p.QueryParams):
     summary="Pull the tenant's telemetry and events after an offset",
 )
 async def pull(
-    roost: RoostDep, actor: ActorDep, group: str, query: Annotated[PullParams, Query()]
+    roost: RoostDep, actor: ReaderDep, group: str, query: Annotated[PullParams, Query()]
 ) -> Response:
     return _json(
         await roost.streams.pull(
@@ -217,7 +253,7 @@ async def pull(
     responses=NOT_FOUND,
     summary="Commit a consumer group's offset",
 )
-async def commit(roost: RoostDep, actor: ActorDep, group: str, body: s.OffsetIn) -> dict[str, Any]:
+async def commit(roost: RoostDep, actor: ReaderDep, group: str, body: s.OffsetIn) -> dict[str, Any]:
     return await roost.streams.commit(actor, group, body.offset)
 
 
@@ -228,7 +264,7 @@ async def commit(roost: RoostDep, actor: ActorDep, group: str, body: s.OffsetIn)
     responses=NOT_FOUND,
     summary="Delete a consumer group",
 )
-async def delete_group(roost: RoostDep, actor: ActorDep, group: str) -> Response:
+async def delete_group(roost: RoostDep, actor: ReaderDep, group: str) -> Response:
     await roost.streams.delete(actor, group)
     return Response(status_code=204)
 
@@ -250,27 +286,54 @@ async def ws_stream(websocket: WebSocket) -> None:
     try:
         if token is None:
             raise AuthenticationFailed("send Authorization: Bearer <token> or ?token=")
-        actor = await roost.identity.authenticate(token)
-        tenant = websocket.headers.get("x-roost-tenant")
-        if tenant:
-            actor = await roost.identity.act_in_tenant(actor, tenant)
+        actor = await _stream_actor(roost, websocket, token)
         live_filter = LiveFilter.from_query(actor.tenant_id, websocket.query_params)
+        live_filter = dataclasses.replace(live_filter, scope=await scope_of(roost.db, actor))
     except RoostError as exc:
         await deny(websocket, exc)
         return
     await websocket.accept()
     subscription = roost.live.subscribe(live_filter)
+    refresh: asyncio.Future[Any] | None = None
+    frame: asyncio.Future[dict[str, Any]] | None = None
     try:
         receive = asyncio.ensure_future(websocket.receive())
+        if actor.is_consumer:
+            refresh = asyncio.ensure_future(asyncio.sleep(GRANT_REFRESH_S))
         while True:
             frame = asyncio.ensure_future(subscription.next_frame())
-            done, _ = await asyncio.wait({receive, frame}, return_when=asyncio.FIRST_COMPLETED)
+            waiting = {receive, frame} if refresh is None else {receive, frame, refresh}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if receive in done:
                 frame.cancel()
                 if receive.result()["type"] == "websocket.disconnect":
                     return
                 receive = asyncio.ensure_future(websocket.receive())
                 continue
+            if refresh is not None and refresh in done:
+                frame.cancel()
+                try:
+                    actor = await _stream_actor(roost, websocket, token)
+                    scope = await scope_of(roost.db, actor)
+                except RoostError:
+                    # The consumer was deleted or its key rotated: the stream ends.
+                    receive.cancel()
+                    await websocket.close(code=1008, reason="credential no longer valid")
+                    return
+                subscription.filter = dataclasses.replace(subscription.filter, scope=scope)
+                refresh = asyncio.ensure_future(asyncio.sleep(GRANT_REFRESH_S))
+                continue
             await websocket.send_text(orjson.dumps(frame.result()).decode())
     finally:
+        if refresh is not None:
+            refresh.cancel()
         subscription.close()
+
+
+async def _stream_actor(roost: Roost, websocket: WebSocket, token: str) -> Actor:
+    """The live reader: a user, an API key or a consumer key (optionally X-Roost-Tenant)."""
+    actor = await roost.identity.authenticate(token, allow_consumer=True)
+    tenant = websocket.headers.get("x-roost-tenant")
+    if tenant:
+        actor = await roost.identity.act_in_tenant(actor, tenant)
+    return actor

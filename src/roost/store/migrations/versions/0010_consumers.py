@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
-import roost.store.schema  # noqa: F401
+import roost.store.schema
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -21,8 +21,27 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "consumers",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("grants", roost.store.schema.Json, nullable=False),
+        sa.Column("key_id", sa.String(length=32), nullable=False),
+        sa.Column("secret_hash", sa.String(length=128), nullable=False),
+        sa.Column("key_created_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_consumers_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_consumers")),
+        sa.UniqueConstraint("key_id", name=op.f("uq_consumers_key_id")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("consumers")
