@@ -96,7 +96,7 @@ class Settings:
     device_max_messages_per_s: float = 0.0
     device_max_bytes_per_s: float = 0.0
     device_max_connections: int = 0
-    credential_max_failures: int = 0
+    credential_max_failures: int = 100
     log_level: str = "info"
     sqlite_synchronous: str = "NORMAL"
 
