@@ -153,6 +153,18 @@ class RoostServer:
             f"roost serve did not come up in {timeout}s:\n{self.log_path.read_text()}"
         )
 
+    @contextmanager
+    def running(self) -> Iterator[RoostServer]:
+        """Start, yield, stop; then fail if the server logged a traceback or an unhandled error."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+        log = self.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, log
+        assert not self.unhandled_errors(), self.unhandled_errors()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -32,33 +32,25 @@ MAX_FAILURES = 4
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     """A Roost with every device limit set low."""
-    server = RoostServer(
+    with RoostServer(
         tmp_path_factory.mktemp("roost-limits"),
         env_overrides={
             "ROOST_DEVICE_MAX_MESSAGES_PER_S": str(MESSAGES_PER_S),
             "ROOST_DEVICE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
             "ROOST_CREDENTIAL_MAX_FAILURES": str(MAX_FAILURES),
         },
-    ).start()
-    try:
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    assert not server.unhandled_errors()
 
 
 @pytest.fixture(scope="module")
 def bytes_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     """A Roost with only a byte rate per device."""
-    server = RoostServer(
+    with RoostServer(
         tmp_path_factory.mktemp("roost-byte-limits"),
         env_overrides={"ROOST_DEVICE_MAX_BYTES_PER_S": str(BYTES_PER_S)},
-    ).start()
-    try:
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    assert not server.unhandled_errors()
 
 
 @pytest.fixture(scope="module")

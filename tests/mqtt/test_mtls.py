@@ -37,18 +37,12 @@ TIMEOUT = 10
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     """A Roost with MQTT over TLS on a free port, shared by this module."""
-    server = RoostServer(
+    with RoostServer(
         tmp_path_factory.mktemp("roost-mtls"),
         mqtt_port=free_port(),
         env_overrides={"ROOST_MQTTS_PORT": str(free_port())},
-    ).start()
-    try:
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    log = server.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log
-    assert not server.unhandled_errors()
 
 
 def mqtts_port(server: RoostServer) -> int:

@@ -17,12 +17,10 @@ from tests.support import Api, RoostServer, admin_client, eventually, free_port,
 
 @pytest.fixture(scope="module")
 def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
-    server = RoostServer(tmp_path_factory.mktemp("roost-presence"), mqtt_port=free_port()).start()
-    try:
+    with RoostServer(
+        tmp_path_factory.mktemp("roost-presence"), mqtt_port=free_port()
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    assert not server.unhandled_errors()
 
 
 @pytest.fixture(scope="module")

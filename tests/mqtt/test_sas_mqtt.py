@@ -27,12 +27,10 @@ TENANT = "default"  # the superuser acts in the default tenant
 @pytest.fixture(scope="module")
 def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     """A Roost with its MQTT listener on, shared by this module."""
-    server = RoostServer(tmp_path_factory.mktemp("roost-sas-mqtt"), mqtt_port=free_port()).start()
-    try:
+    with RoostServer(
+        tmp_path_factory.mktemp("roost-sas-mqtt"), mqtt_port=free_port()
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    assert not server.unhandled_errors()
 
 
 @pytest.fixture(scope="module")

@@ -36,16 +36,10 @@ ENV = {"ROOST_TIMER_CHECK_S": "0.2"}
 @pytest.fixture(scope="module")
 def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
     """A Roost (SQLite) with its MQTT listener on, shared by this module."""
-    server = RoostServer(
+    with RoostServer(
         tmp_path_factory.mktemp("roost-state-mqtt"), mqtt_port=free_port(), env_overrides=ENV
-    ).start()
-    try:
+    ).running() as server:
         yield server
-    finally:
-        server.stop()
-    log = server.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log
-    assert not server.unhandled_errors()
 
 
 @pytest.fixture(scope="module")
