@@ -6,6 +6,9 @@ concurrent starts of several processes wait for each other instead of racing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from roost.errors import Unavailable
 from roost.store.database import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every Roost process.
 _ADVISORY_LOCK_ID = 0x526F6F7374  # "Roost"
+#: How long a process waits for another one's upgrade to finish (SQLite) before giving up.
+UPGRADE_WAIT_S = 120.0
+
+log = logging.getLogger(__name__)
 
 
 def alembic_config() -> Config:
@@ -60,8 +68,21 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
         after = MigrationContext.configure(conn).get_current_revision()
         return before, after
 
-    async with db.write() as conn:
-        return await conn.run_sync(_upgrade)
+    # Processes starting together each run the upgrade; on SQLite the later ones wait for the
+    # first one's write lock, which a long upgrade on a loaded machine may hold past the busy
+    # timeout: they try again (and then find the schema done) rather than fail to start.
+    deadline = time.monotonic() + UPGRADE_WAIT_S
+    while True:
+        try:
+            async with db.write() as conn:
+                return await conn.run_sync(_upgrade)
+        except Unavailable as exc:
+            if db.dialect != "sqlite" or "locked" not in exc.detail:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            log.info("the database is locked by another upgrade; waiting")
+            await asyncio.sleep(0.5)
 
 
 async def make_revision(db: Database, message: str) -> Any:
