@@ -72,6 +72,11 @@ class Problem(Out):
     )
 
 
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` declaring problem+json answers with these statuses."""
+    return {status: {"model": Problem} for status in statuses}
+
+
 # -- identity ---------------------------------------------------------------------------------
 
 RoleName = Literal["viewer", "operator", "admin"]

@@ -31,6 +31,7 @@ from roost.errors import InvalidInput, NotFound
 from roost.services import audit
 from roost.services.context import ServiceDeps
 from roost.services.devices import device_pk_of
+from roost.services.scheduler import earliest
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 from roost.store.schema import devices
 from roost.store.schema_commands import command_schedules as schedules
@@ -304,16 +305,7 @@ class CommandScheduleService:
             await self.commands.queued(tenant_id, pk, [record])
         if len(rows) == BATCH:
             return now.timestamp()
-        async with self.db.read() as conn:
-            following = (
-                await conn.execute(
-                    sa.select(schedules.c.next_fire_at)
-                    .where(schedules.c.next_fire_at.is_not(None))
-                    .order_by(schedules.c.next_fire_at)
-                    .limit(1)
-                )
-            ).scalar()
-        return None if following is None else float(following.timestamp())
+        return await earliest(self.db, schedules.c.next_fire_at)
 
     async def _fire(
         self, conn: AsyncConnection, row: Mapping[str, Any], now: datetime

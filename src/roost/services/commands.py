@@ -55,6 +55,7 @@ from roost.services import audit
 from roost.services.command_schedules import CommandScheduleService
 from roost.services.context import ServiceDeps
 from roost.services.devices import device_pk_of
+from roost.services.scheduler import earliest
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 from roost.store.schema import devices
 from roost.store.schema_commands import commands
@@ -692,16 +693,7 @@ class CommandService:
             await self._offer(pk, device_id)
         if len(rows) == BATCH:
             return now.timestamp()
-        async with self.db.read() as conn:
-            following = (
-                await conn.execute(
-                    sa.select(commands.c.due_at)
-                    .where(commands.c.due_at.is_not(None))
-                    .order_by(commands.c.due_at)
-                    .limit(1)
-                )
-            ).scalar()
-        return None if following is None else float(following.timestamp())
+        return await earliest(self.db, commands.c.due_at)
 
     async def _due(
         self, conn: AsyncConnection, row: dict[str, Any], now: datetime, release: dict[int, str]

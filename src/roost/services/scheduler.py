@@ -19,6 +19,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from roost.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +111,14 @@ class Scheduler:
                 await asyncio.wait_for(timer.woken.wait(), delay)
             except TimeoutError:
                 pass
+
+
+async def earliest(db: Database, column: sa.Column[Any]) -> float | None:
+    """The earliest time in a due-time column (epoch seconds), or None: a pass's next due time."""
+    async with db.read() as conn:
+        first = (
+            await conn.execute(
+                sa.select(column).where(column.is_not(None)).order_by(column).limit(1)
+            )
+        ).scalar()
+    return None if first is None else float(first.timestamp())

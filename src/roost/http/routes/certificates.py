@@ -14,11 +14,7 @@ from roost.security.ca import MAX_DEVICE_DAYS
 from roost.store.queries import Page
 
 router = APIRouter(tags=["certificates"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
+ERRORS = s.problem_responses(403, 404, 422)
 
 
 class CertificateAuthorityOut(s.Out):

@@ -22,19 +22,8 @@ from roost.store.queries import Page
 
 router = APIRouter(tags=["commands"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    409: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
-DEVICE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": s.Problem},
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    409: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
+ERRORS = s.problem_responses(403, 404, 409, 422)
+DEVICE_ERRORS = s.problem_responses(401, 403, 404, 409, 422)
 CommandStatusName = Literal[
     "QUEUED", "SENT", "DELIVERED", "SUCCEEDED", "FAILED", "TIMED_OUT", "EXPIRED", "CANCELED"
 ]

@@ -13,12 +13,7 @@ from roost.http.deps import ActorDep, PageDep, RoostDep
 from roost.store.queries import Page
 
 router = APIRouter(tags=["consumers"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    409: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
+ERRORS = s.problem_responses(403, 404, 409, 422)
 GRANTS_DOC = (
     'A list of grants: {"devices": [ids]}, {"groups": [ids]} (members at read time), '
     '{"sensors": [{"device_id", "sensor_ids": [ids]}]}'

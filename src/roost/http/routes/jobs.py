@@ -26,13 +26,7 @@ router = APIRouter(tags=["jobs"])
 # The longest an HTTP device may long-poll for a job (proxies commonly cut idle requests at 60 s).
 MAX_WAIT_S = 55
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    409: {"model": s.Problem},
-    413: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
+ERRORS = s.problem_responses(403, 404, 409, 413, 422)
 ExecutionStatusName = Literal[
     "QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"
 ]

@@ -19,18 +19,8 @@ from roost.services.provisioning import system_actor
 from roost.store.queries import Page
 
 router = APIRouter(tags=["provisioning"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": s.Problem},
-    404: {"model": s.Problem},
-    409: {"model": s.Problem},
-    422: {"model": s.Problem},
-}
-DEVICE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": s.Problem},
-    403: {"model": s.Problem},
-    422: {"model": s.Problem},
-    429: {"model": s.Problem},
-}
+ERRORS = s.problem_responses(403, 404, 409, 422)
+DEVICE_ERRORS = s.problem_responses(401, 403, 422, 429)
 TagValue = str | int | float | bool
 
 
