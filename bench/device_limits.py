@@ -4,7 +4,7 @@ Run::
 
     .venv/bin/python -m bench.device_limits [--messages 1000000]
 
-Times :meth:`roost.services.limits.DeviceUse.take` (messages and bytes buckets both on, so the
+Times :meth:`roost.core.limits.DeviceUse.take` (messages and bytes buckets both on, so the
 fullest check) over N calls on buckets that never run dry, and prints it beside two peers timed in
 the same run: the bare ``time.monotonic()`` call the check makes, an empty method call (the floor
 of any check), and the check as the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from roost.services.limits import DeviceUse, RateRules
+from roost.core.limits import DeviceUse, RateRules
 
 
 class _Empty:

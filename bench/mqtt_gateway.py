@@ -34,11 +34,11 @@ from typing import Any
 
 import uvloop
 
-from roost.domain.devices import DeviceIdentity
+from roost.core.device_identity import DeviceIdentity
+from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.mqtt.codec import Connect, MQTTDecoder, Publish, encode
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.server import MQTTServer
-from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
 
 # A group commit every 2 ms is what the SQLite writer does under load.
 COMMIT_INTERVAL_S = 0.002

@@ -74,8 +74,8 @@ def batches(n_series: int, n_points: int, seed: int = 1) -> Iterator[tuple[Any, 
 
 async def load_store(url: str, pks: np.ndarray, n_points: int) -> tuple[float, float]:
     """Append and compact through the store API; seconds for each."""
-    from roost.store.timeseries import open_timeseries
-    from roost.store.timeseries.batch import DecodedBatch, decode
+    from roost.telemetry.engine import open_timeseries
+    from roost.telemetry.engine.batch import DecodedBatch, decode
 
     store = open_timeseries(url)
     await store.open()
@@ -99,7 +99,7 @@ async def load_store(url: str, pks: np.ndarray, n_points: int) -> tuple[float, f
 async def store_timings(
     url: str, pks: list[int], repeat: int
 ) -> tuple[list[float], list[float], int]:
-    from roost.store.timeseries import open_timeseries
+    from roost.telemetry.engine import open_timeseries
 
     store = open_timeseries(url)
     await store.open()

@@ -1,4 +1,4 @@
-"""Benchmark of the time-series store (``roost.store.timeseries``) on SQLite or PostgreSQL.
+"""Benchmark of the time-series store (``roost.telemetry.engine``) on SQLite or PostgreSQL.
 
     python bench/timeseries_store.py --backend sqlite
     python bench/timeseries_store.py --backend postgresql   # ROOST_BENCH_PG_URL, else local
@@ -37,9 +37,9 @@ import numpy as np
 
 from roost.store import migrate
 from roost.store.database import open_database
-from roost.store.timeseries import open_timeseries
-from roost.store.timeseries.batch import DecodedBatch, decode
-from roost.store.timeseries.engine import BlockStore
+from roost.telemetry.engine import open_timeseries
+from roost.telemetry.engine.batch import DecodedBatch, decode
+from roost.telemetry.engine.engine import BlockStore
 
 BATCH = 5_000
 DAY_NS = 86_400 * 10**9

@@ -9,33 +9,33 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from roost.audit.service import AuditService
 from roost.bus.base import Bus, open_bus
+from roost.commands.service import CommandService
 from roost.config import Settings
-from roost.security.tokens import new_secret_key
-from roost.services.audit import AuditService
-from roost.services.certificates import CertificateService
-from roost.services.commands import CommandService
-from roost.services.consumers import ConsumerService
-from roost.services.context import ServiceDeps
-from roost.services.credentials import CredentialService, DeviceAuthenticator
-from roost.services.devicelink import DeviceLink
-from roost.services.devices import DeviceService
-from roost.services.identity import IdentityService
-from roost.services.ingest import IngestService
-from roost.services.inventory import InventoryService
-from roost.services.jobs import JobService
-from roost.services.limits import DeviceLimits
-from roost.services.live import LiveHub
-from roost.services.pipeline import TelemetryPipeline
-from roost.services.presence import PresenceService
-from roost.services.provisioning import ProvisioningService
-from roost.services.scheduler import Scheduler
-from roost.services.state import StateService
-from roost.services.streams import StreamService
-from roost.services.telemetry import TelemetryService
+from roost.core.context import ServiceDeps
+from roost.core.devicelink import DeviceLink
+from roost.core.limits import DeviceLimits
+from roost.core.scheduler import Scheduler
+from roost.credentials.certificates.service import CertificateService
+from roost.credentials.tokens.service import CredentialService, DeviceAuthenticator
+from roost.identity.service import IdentityService
+from roost.identity.tokens import new_secret_key
+from roost.inventory.devices.service import DeviceService
+from roost.inventory.service import InventoryService
+from roost.jobs.service import JobService
+from roost.presence.service import PresenceService
+from roost.provisioning.service import ProvisioningService
+from roost.state.service import StateService
 from roost.store import migrate
 from roost.store.database import Database, open_database
-from roost.store.timeseries.base import TimeSeriesStore
+from roost.telemetry.consumers.service import ConsumerService
+from roost.telemetry.engine.base import TimeSeriesStore
+from roost.telemetry.ingest.service import IngestService
+from roost.telemetry.live.service import LiveHub
+from roost.telemetry.pipeline import TelemetryPipeline
+from roost.telemetry.queries.service import TelemetryService
+from roost.telemetry.streams.service import StreamService
 
 if TYPE_CHECKING:
     from roost.mqtt.gateway import Gateway as MQTTGateway

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from roost.security import sas
+from roost.credentials.keys import sas
 from tests.support import ADMIN_PASSWORD, SECRET_KEY, RoostServer, admin_client
 
 # ``roost provision`` as ``roost.cli.main`` registers it (app.add_typer(provision.app)).

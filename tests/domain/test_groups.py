@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.domain.groups import FILTER_FIELDS, matches, validate_filter
 from roost.errors import InvalidInput
+from roost.inventory.rules import FILTER_FIELDS, matches, validate_filter
 
 text = st.text(min_size=1, max_size=8)
 tags = st.dictionaries(text, text, max_size=4)

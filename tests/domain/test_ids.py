@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.domain.ids import generate_id, is_sensor_path, is_slug, is_tenant_slug, normalise_mac
+from roost.core.ids import generate_id, is_sensor_path, is_slug, is_tenant_slug, normalise_mac
 
 ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SLUG_CHARS = ALNUM + "._:-"

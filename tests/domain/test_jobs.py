@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from roost.domain.jobs import (
+from roost.core.lifecycle import ExecutionStatus
+from roost.errors import InvalidInput, PayloadTooLarge
+from roost.jobs.rules import (
     MAX_DOCUMENT_BYTES,
     TargetSelection,
     parse_device_update,
     parse_job_spec,
     parse_start_options,
 )
-from roost.domain.lifecycle import ExecutionStatus
-from roost.errors import InvalidInput, PayloadTooLarge
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

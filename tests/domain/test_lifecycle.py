@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from roost.domain.lifecycle import (
+from roost.core.lifecycle import (
     COMMAND_MOVES,
     COMMAND_TERMINAL,
     EXECUTION_MOVES,

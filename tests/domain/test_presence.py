@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from roost.domain.presence import (
+from roost.errors import InvalidInput
+from roost.presence.rules import (
     PresencePolicy,
     SkewEstimator,
     effective_policy,
     offline_at,
     presence,
 )
-from roost.errors import InvalidInput
 
 NOW = 1_700_000_000.0
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.domain.lifecycle import ExecutionStatus
-from roost.domain.rollout import (
+from roost.core.lifecycle import ExecutionStatus
+from roost.errors import InvalidInput
+from roost.jobs.rollout import (
     AbortRule,
     FailureType,
     RetryRule,
@@ -21,7 +22,6 @@ from roost.domain.rollout import (
     releases_due,
     retry_allowed,
 )
-from roost.errors import InvalidInput
 
 E = ExecutionStatus
 T0 = 1_800_000_000.0

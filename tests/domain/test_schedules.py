@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from roost.domain.schedules import (
+from roost.commands.cron import (
     MAX_OFFSET_S,
     check_cron,
     check_offset,

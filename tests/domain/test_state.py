@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.domain.state import StateDocument, StateLimits, apply_update, delta
 from roost.errors import Conflict, InvalidInput, PayloadTooLarge
+from roost.state.rules import StateDocument, StateLimits, apply_update, delta
 
 T0, T1, T2 = 1_000, 2_000, 3_000
 

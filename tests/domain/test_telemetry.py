@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.domain.telemetry import (
+from roost.telemetry.engine.batch import (
+    KIND_BOOLEAN,
+    KIND_DOUBLE,
+    KIND_JSON,
+    KIND_LONG,
+    KIND_STRING,
+)
+from roost.telemetry.rules import (
     ItemError,
     coerce,
     event_type,
@@ -18,13 +25,6 @@ from roost.domain.telemetry import (
     parse_timestamp,
     readings,
     unwrap,
-)
-from roost.store.timeseries.batch import (
-    KIND_BOOLEAN,
-    KIND_DOUBLE,
-    KIND_JSON,
-    KIND_LONG,
-    KIND_STRING,
 )
 
 SEED_TS = 1526717967  # 2018-05-19T08:19:27Z, the seed's example

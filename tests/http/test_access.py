@@ -1,6 +1,6 @@
 """Who may do what: every role's allowed and refused actions, and tenant isolation.
 
-The role table is from ``roost.domain.access``: a viewer reads the inventory; an operator also
+The role table is from ``roost.core.access``: a viewer reads the inventory; an operator also
 changes it and reads the audit log; an admin also manages the tenant's users and API keys; only
 the superuser manages tenants and acts in another tenant (header ``X-Roost-Tenant``).
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from roost.domain.ids import SLUG_RULE
+from roost.core.ids import SLUG_RULE
 from tests.conftest import Tenant
 from tests.support import Api, assert_problem, unique
 

@@ -19,10 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from roost.config import load_settings
-from roost.domain.devices import ClientCertificate, DeviceIdentity
+from roost.core.device_identity import ClientCertificate, DeviceIdentity
+from roost.credentials.certificates.ca import (
+    CertificateAuthority,
+    DeviceName,
+    parse_device_uri,
+    private_key_pem,
+)
 from roost.errors import RoostError
 from roost.runtime import Roost
-from roost.security.ca import CertificateAuthority, DeviceName, parse_device_uri, private_key_pem
 from tests.conftest import Tenant
 from tests.support import (
     SECRET_KEY,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from roost.domain.schedules import next_fire, parse_timezone
+from roost.commands.cron import next_fire, parse_timezone
 from tests.conftest import Tenant
 from tests.support import Api, assert_problem, eventually, unique
 

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from roost.config import load_settings
-from roost.domain.devices import DeviceIdentity
+from roost.core.device_identity import DeviceIdentity
 from roost.errors import PermissionDenied, RoostError
 from roost.runtime import Roost
 from tests.conftest import Tenant

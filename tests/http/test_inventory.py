@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from roost.domain.ids import is_slug
+from roost.core.ids import is_slug
 from tests.conftest import Tenant
 from tests.support import Api, assert_problem
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidStatus
 
-from roost.security import sas
+from roost.credentials.keys import sas
 from tests.conftest import Tenant
 from tests.support import Api, RoostServer, assert_problem, unique
 

@@ -42,8 +42,8 @@ def test_admin_creates_and_reads_a_device(tenant: Tenant) -> None:
 def test_every_route_is_in_the_openapi_document_with_a_summary(tmp_path: Path) -> None:
     from fastapi.routing import APIRoute
 
+    from roost.app import create_app, mounted_routers
     from roost.config import load_settings
-    from roost.http.app import create_app, mounted_routers
     from roost.runtime import Roost
 
     app = create_app(Roost.build(load_settings({}, data_dir=tmp_path)), manage_lifecycle=False)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.domain.devices import DeviceIdentity
+from roost.core.device_identity import DeviceIdentity
+from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.errors import AuthenticationFailed, PermissionDenied
 from roost.mqtt.codec import (
     PROTOCOL_V5,
@@ -25,7 +26,6 @@ from roost.mqtt.codec import (
 )
 from roost.mqtt.gateway import Gateway, GatewayConfig
 from roost.mqtt.session import MQTTSession
-from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
 
 TOKENS = {
     b"token-a": DeviceIdentity("t1", "dev-a", 1, "cred-a"),

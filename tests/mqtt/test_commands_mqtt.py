@@ -55,8 +55,8 @@ def _run(server: RoostServer) -> Iterator[RoostServer]:
         server.stop()
     assert not server.unhandled_errors(), server.unhandled_errors()
     log = server.log_path.read_text(errors="replace")
-    assert "ERROR roost.services.command" not in log, log
-    assert "services/commands.py" not in log and "services/command_schedules.py" not in log, log
+    assert "ERROR roost.commands" not in log, log
+    assert "commands/service.py" not in log and "commands/schedules.py" not in log, log
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from roost.security import ca
-from roost.security.ca import CertificateAuthority, DeviceName
+from roost.credentials.certificates import ca
+from roost.credentials.certificates.ca import CertificateAuthority, DeviceName
 from tests.support import (
     Api,
     Device,

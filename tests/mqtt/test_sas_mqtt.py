@@ -16,7 +16,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from roost.security import sas
+from roost.credentials.keys import sas
 from tests.mqtt.test_gateway import TIMEOUT, Client
 from tests.support import Api, RoostServer, admin_client, free_port, unique
 

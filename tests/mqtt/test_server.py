@@ -15,9 +15,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from roost.core.ingest import IngestKind, IngestOutcome
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.server import MQTTServer
-from roost.services.ingest_types import IngestKind, IngestOutcome
 from tests.mqtt.fakes import FakeAuthenticator, ScriptedIngest
 
 TIMEOUT = 10

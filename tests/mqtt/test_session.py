@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roost.domain.devices import DeviceIdentity
+from roost.core.device_identity import DeviceIdentity
+from roost.core.ingest import IngestKind
 from roost.errors import InvalidInput
 from roost.mqtt.codec import (
     PROTOCOL_V5,
@@ -38,7 +39,6 @@ from roost.mqtt.codec import (
 from roost.mqtt.gateway import GatewayConfig
 from roost.mqtt.ports import DevicePublish
 from roost.mqtt.topics import PublishRoute
-from roost.services.ingest_types import IngestKind
 from tests.mqtt.fakes import TOKENS, RecordingLink, connect_bytes, connected, make_gateway, settle
 
 V3, V5 = PROTOCOL_V311, PROTOCOL_V5

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from roost.config import load_settings
-from roost.domain.access import local_admin
+from roost.core.access import local_admin
 from roost.mqtt.codec import Connack, Disconnect, Puback, Publish, encode
 from roost.mqtt.gateway import Gateway
 from roost.runtime import Roost

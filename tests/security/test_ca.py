@@ -10,9 +10,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from roost.credentials.certificates import ca
+from roost.credentials.certificates.ca import (
+    CertificateAuthority,
+    DeviceName,
+    InvalidClientCertificate,
+)
 from roost.errors import AuthenticationFailed, ConfigError, InvalidInput
-from roost.security import ca
-from roost.security.ca import CertificateAuthority, DeviceName, InvalidClientCertificate
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 NAME = DeviceName("acme", "pump/7:a", 1763812800123456)

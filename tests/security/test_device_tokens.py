@@ -24,21 +24,21 @@ from hypothesis import strategies as st
 from roost.bus.base import Bus
 from roost.bus.memory import MemoryBus
 from roost.config import load_settings
-from roost.domain.access import Actor, Role, local_admin
+from roost.core.access import Actor, Role, local_admin
+from roost.credentials.tokens.service import REVOCATION_SUBJECT
+from roost.credentials.tokens.signing import (
+    DEVICE_AUDIENCE,
+    InvalidDeviceToken,
+    verify_device_token,
+)
 from roost.errors import (
     AuthenticationFailed,
     InvalidInput,
     NotFound,
     PermissionDenied,
 )
+from roost.identity.tokens import ALGORITHM, ISSUER, issue_user_token
 from roost.runtime import Roost
-from roost.security.device_tokens import (
-    DEVICE_AUDIENCE,
-    InvalidDeviceToken,
-    verify_device_token,
-)
-from roost.security.tokens import ALGORITHM, ISSUER, issue_user_token
-from roost.services.credentials import REVOCATION_SUBJECT
 from roost.store.schema import devices
 from tests.support import NATS_URL, skip_or_fail
 

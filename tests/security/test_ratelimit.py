@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roost.security.ratelimit import FailureLimiter
+from roost.core.ratelimit import FailureLimiter
 
 
 class FakeClock:

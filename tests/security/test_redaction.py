@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from roost.security.redaction import REDACTED, RedactSecrets, redact
+from roost.core.redaction import REDACTED, RedactSecrets, redact
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZXYtMSJ9.c2lnbmF0dXJlLXBhcnQ"
 

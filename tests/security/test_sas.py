@@ -1,5 +1,5 @@
-"""SAS tokens and derived keys (roost.security.sas), and the helpers of the provisioning service
-that need no server (secret sealing, device ids from hostnames)."""
+"""SAS tokens and derived keys (roost.credentials.keys.sas), and the helpers of the provisioning
+service that need no server (secret sealing, device ids from hostnames)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from roost.credentials.keys import sas
 from roost.errors import AuthenticationFailed, InvalidInput
-from roost.security import sas
-from roost.services.provisioning import SecretBox, hash_id, hostname_device_id
+from roost.provisioning.service import SecretBox, hash_id, hostname_device_id
 
 KEY = base64.b64decode(sas.new_key())
 

@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from roost.errors import AuthenticationFailed
-from roost.security import apikeys
-from roost.security.tokens import (
+from roost.identity import apikeys
+from roost.identity.tokens import (
     ALGORITHM,
     ISSUER,
     USER_AUDIENCE,

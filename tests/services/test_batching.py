@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from roost.services.batching import BatchLoader
+from roost.core.batching import BatchLoader
 
 
 class Table:

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from roost.config import load_settings
-from roost.domain.access import local_admin
-from roost.domain.devices import DeviceIdentity
+from roost.core.access import local_admin
+from roost.core.device_identity import DeviceIdentity
+from roost.jobs.service import CHANGED_SUBJECT
 from roost.runtime import Roost
-from roost.services.jobs import CHANGED_SUBJECT
 from roost.store.queries import PageRequest
 from roost.store.schema import devices
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from roost.services.limits import (
+from roost.core.limits import (
     BYTES_EXCEEDED,
     MESSAGES_EXCEEDED,
     DeviceUse,

@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from roost.config import load_settings
-from roost.domain.access import local_admin
-from roost.domain.devices import DeviceIdentity
+from roost.core.access import local_admin
+from roost.core.device_identity import DeviceIdentity
+from roost.presence.service import PRESENCE_SUBJECT
 from roost.runtime import Roost
-from roost.services.presence import PRESENCE_SUBJECT
 from roost.store.queries import PageRequest
 
 

@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from roost.config import load_settings
-from roost.domain.access import local_admin
+from roost.core.access import local_admin
 from roost.errors import Conflict, InvalidInput
 from roost.runtime import Roost
-from roost.services.state import HISTORY_PRUNE_EVERY_S, MAX_NAMED_STATES, STATE_CHANGED_SUBJECT
+from roost.state.service import HISTORY_PRUNE_EVERY_S, MAX_NAMED_STATES, STATE_CHANGED_SUBJECT
 from roost.store.queries import PageRequest
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.store.timeseries.batch import (
+from roost.telemetry.engine.batch import (
     KIND_BY_TYPE,
     BatchBuilder,
     DecodedBatch,

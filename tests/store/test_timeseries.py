@@ -23,11 +23,11 @@ from roost.errors import ConfigError, InvalidInput
 from roost.store import migrate
 from roost.store.database import open_database
 from roost.store.schema import devices, sensors, tenants
-from roost.store.timeseries import open_timeseries
-from roost.store.timeseries.base import AGGREGATES, Point
-from roost.store.timeseries.batch import KIND_BY_TYPE, BatchBuilder, DecodedBatch, Event, decode
-from roost.store.timeseries.compaction import OPEN_RUN_BLOCKS
-from roost.store.timeseries.engine import BlockStore
+from roost.telemetry.engine import open_timeseries
+from roost.telemetry.engine.base import AGGREGATES, Point
+from roost.telemetry.engine.batch import KIND_BY_TYPE, BatchBuilder, DecodedBatch, Event, decode
+from roost.telemetry.engine.compaction import OPEN_RUN_BLOCKS
+from roost.telemetry.engine.engine import BlockStore
 
 BLOCK = 16
 EVERYTHING = (-(2**63), 2**63 - 1)

@@ -1,7 +1,7 @@
 """What every store-side ``roost`` command shares: options, opening the store, output, errors.
 
 The commands act on the store directly as the local administrator of the machine
-(:func:`roost.domain.access.local_admin`), through the same service functions the HTTP routes
+(:func:`roost.core.access.local_admin`), through the same service functions the HTTP routes
 call. A :class:`~roost.errors.RoostError` becomes ``error: <detail>`` on stderr and exit status 1.
 """
 
@@ -23,7 +23,7 @@ from rich.table import Column, Table
 from sqlalchemy import exc as sa_exc
 
 from roost.config import load_settings
-from roost.domain.access import Actor, local_admin
+from roost.core.access import Actor, local_admin
 from roost.errors import ConfigError, InvalidInput, RoostError
 from roost.runtime import Roost
 from roost.store.queries import MAX_LIMIT, Page, PageRequest

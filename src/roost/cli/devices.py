@@ -28,8 +28,8 @@ from roost.cli.common import (
     tenant_actor,
     when,
 )
-from roost.services import bulk
-from roost.services.devices import DeviceQuery, parse_tag_filter
+from roost.inventory.bulk import service as bulk
+from roost.inventory.devices.service import DeviceQuery, parse_tag_filter
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 
 app = group("device", "Devices: register, list, show, import and export them.")

@@ -21,9 +21,9 @@ from roost.cli.common import (
     run,
     tenant_actor,
 )
+from roost.credentials.keys import sas
 from roost.errors import InvalidInput, NotFound
 from roost.runtime import Roost
-from roost.security import sas
 
 app = group("provision", "Provisioning: offline bundles of device credentials.")
 

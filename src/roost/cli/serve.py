@@ -13,7 +13,7 @@ import typer
 
 from roost.cli.main import app
 from roost.config import load_settings
-from roost.security import redaction
+from roost.core import redaction
 
 if TYPE_CHECKING:
     import uvicorn
@@ -58,7 +58,7 @@ async def _start_https(roost: Roost, app: ASGIApp) -> tuple[uvicorn.Server, asyn
     task that keeps its Date header current and ends when it is told to exit."""
     import uvicorn
 
-    from roost.http.client_certs import ClientCertificateHttpProtocol
+    from roost.credentials.certificates.client_certs import ClientCertificateHttpProtocol
 
     settings = roost.settings
     cert_file, key_file = await roost.certificates.server_credentials()
@@ -120,7 +120,7 @@ def serve(
     # Imported here so that other commands start without loading the web stack.
     import uvicorn
 
-    from roost.http.app import create_app
+    from roost.app import create_app
     from roost.runtime import Roost
 
     settings = load_settings(
@@ -147,7 +147,7 @@ def serve(
         https_server: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
         try:
             if demo:
-                from roost.services.demo import load_demo
+                from roost.cli.demo import load_demo
 
                 summary = await load_demo(roost)
                 typer.echo(summary)
@@ -197,7 +197,7 @@ def serve(
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             if settings.client_cert_header:
-                from roost.http.client_certs import ForwardedClientCertificate
+                from roost.credentials.certificates.client_certs import ForwardedClientCertificate
 
                 app = ForwardedClientCertificate(app, settings.client_cert_header)
             if settings.https_port:

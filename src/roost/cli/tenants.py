@@ -20,7 +20,7 @@ from roost.cli.common import (
     run,
     when,
 )
-from roost.domain.access import local_admin
+from roost.core.access import local_admin
 
 app = group("tenant", "Tenants: the organisations that own devices, users and everything else.")
 

@@ -22,7 +22,7 @@ from roost.cli.common import (
     tenant_actor,
     when,
 )
-from roost.domain.access import local_admin
+from roost.core.access import local_admin
 
 app = group("user", "Users: create them, list them, reset their passwords.")
 

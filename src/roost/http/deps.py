@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from roost.domain.access import Actor
+from roost.core.access import Actor
 from roost.errors import AuthenticationFailed
 from roost.runtime import Roost
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from roost.http.schemas import contains_nul
-from roost.services.devices import DeviceQuery, parse_tag_filter
+from roost.inventory.devices.service import DeviceQuery, parse_tag_filter
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
 PAGING = {"limit", "offset", "sort", "q"}

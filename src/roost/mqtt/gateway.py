@@ -21,7 +21,7 @@ will delay, session expiry) in one sweep, which :meth:`Gateway.start` schedules 
 
 Refusal decisions (MQTT 5 reason code; MQTT 3.1.1 behaviour). At CONNECT the authenticator's
 exception decides: ``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0x87, anything else →
-0x88 (see :mod:`roost.services.credentials`):
+0x88 (see :mod:`roost.credentials.tokens.service`):
 
 ==========================================  =============================  ======================
 case                                        MQTT 5                         MQTT 3.1.1
@@ -57,7 +57,7 @@ credential expired during the session       DISCONNECT 0x87, no will       close
 server shutting down                        DISCONNECT 0x8B, no will       closed, no will
 ==========================================  =============================  ======================
 
-Abuse limits (:mod:`roost.services.limits`): a PUBLISH over the device's rate is refused before
+Abuse limits (:mod:`roost.core.limits`): a PUBLISH over the device's rate is refused before
 it is taken, so nothing acknowledged is lost. 0x96 "Message rate too high" is the spec's code for
 a client sending messages too fast; for bytes 0x97 "Quota exceeded" (an administrative limit),
 which is also the CONNACK code for a device over its connection limit: a retry would not help
@@ -83,6 +83,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
+from roost.core.limits import source_host
 from roost.mqtt import outbound
 from roost.mqtt.decoder import MQTTDecoder
 from roost.mqtt.inbound import run_handler
@@ -91,14 +93,12 @@ from roost.mqtt.ports import DeviceAuthenticator, DevicePublish, IngestPort, Lin
 from roost.mqtt.session import MQTTSession
 from roost.mqtt.state import PendingWill, SessionState
 from roost.mqtt.topics import PublishRoute, publish_route
-from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
-from roost.services.limits import source_host
 
 if TYPE_CHECKING:
     from roost.config import Settings
-    from roost.domain.devices import DeviceIdentity
+    from roost.core.device_identity import DeviceIdentity
+    from roost.core.limits import DeviceLimits
     from roost.runtime import Roost
-    from roost.services.limits import DeviceLimits
 
 log = logging.getLogger(__name__)
 

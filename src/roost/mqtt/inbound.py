@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
+from roost.core.limits import MESSAGES_EXCEEDED, exceeded_reason
 from roost.errors import InvalidInput, PermissionDenied
 from roost.mqtt.encoder import encode
 from roost.mqtt.packets import (
@@ -35,8 +37,6 @@ from roost.mqtt.packets import (
 from roost.mqtt.ports import DevicePublish, RouteHandler
 from roost.mqtt.topics import PublishRoute, may_subscribe, publish_route, validate_topic_filter
 from roost.mqtt.wire import _pack_BBH
-from roost.services.ingest_types import CommitTicket, IngestKind, IngestOutcome
-from roost.services.limits import MESSAGES_EXCEEDED, exceeded_reason
 
 if TYPE_CHECKING:
     from roost.mqtt.session import MQTTSession

@@ -3,7 +3,7 @@
 * :class:`DeviceAuthenticator` checks a CONNECT's credentials and reports revocations
   (``roost.device_auth`` in a running Roost).
 * :class:`IngestPort` takes telemetry and events (``roost.ingest``, see
-  :mod:`roost.services.ingest_types` for the contract of ``try_submit`` / ``submit``).
+  :mod:`roost.core.ingest` for the contract of ``try_submit`` / ``submit``).
 * :class:`Link` is the byte pipe of one connection: an asyncio transport, a WebSocket, or a
   recording fake in the tests.
 * :data:`RouteHandler` handles a device PUBLISH on a state, command or job topic (issue 4).
@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from roost.domain.devices import DeviceIdentity
-from roost.services.ingest_types import IngestKind, IngestOutcome
+from roost.core.device_identity import DeviceIdentity
+from roost.core.ingest import IngestKind, IngestOutcome
 
 
 class DeviceAuthenticator(Protocol):

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core.ingest import CommitTicket
 from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
 from roost.mqtt import inbound, outbound
 from roost.mqtt.encoder import encode
@@ -54,14 +55,13 @@ from roost.mqtt.packets import (
     Will,
 )
 from roost.mqtt.wire import _pack_BBH
-from roost.services.ingest_types import CommitTicket
 
 if TYPE_CHECKING:
-    from roost.domain.devices import DeviceIdentity
+    from roost.core.device_identity import DeviceIdentity
+    from roost.core.limits import DeviceUse
     from roost.mqtt.gateway import Gateway
     from roost.mqtt.ports import Link
     from roost.mqtt.state import SessionState
-    from roost.services.limits import DeviceUse
 
 log = logging.getLogger(__name__)
 

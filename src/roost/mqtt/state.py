@@ -18,9 +18,9 @@ from roost.mqtt.packets import Will
 from roost.mqtt.topics import topic_matches
 
 if TYPE_CHECKING:
-    from roost.domain.devices import DeviceIdentity
+    from roost.core.device_identity import DeviceIdentity
+    from roost.core.ingest import CommitTicket
     from roost.mqtt.session import MQTTSession
-    from roost.services.ingest_types import CommitTicket
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from roost.domain.devices import CLIENT_CERTIFICATE_SCOPE_KEY
+from roost.core.device_identity import CLIENT_CERTIFICATE_SCOPE_KEY
 from roost.mqtt.gateway import gateway_for
 
 if TYPE_CHECKING:

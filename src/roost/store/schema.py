@@ -224,7 +224,7 @@ devices = sa.Table(
     sa.Column("customer_id", sa.String(128), nullable=True),
     sa.Column("notes", sa.Text(), nullable=False, server_default=""),
     sa.Column("last_seen_at", UTCDateTime(), nullable=True),
-    # Presence (roost.services.presence): expected seconds between heartbeats (overrides the
+    # Presence (roost.presence.service): expected seconds between heartbeats (overrides the
     # model's), the derived status and since when, live connections, when a silent device turns
     # offline (the sweeper's timer), and the median clock skew (device ahead of server, ms).
     sa.Column("heartbeat_interval_s", sa.Integer(), nullable=True),
@@ -379,11 +379,11 @@ system_settings = sa.Table(
 )
 
 # The time-series tables (telemetry) live beside their engine; importing registers them here.
-import roost.store.schema_certificates  # noqa: E402
-import roost.store.schema_commands  # noqa: E402
-import roost.store.schema_consumers  # noqa: E402
-import roost.store.schema_jobs  # noqa: E402
-import roost.store.schema_presence  # noqa: E402
-import roost.store.schema_provisioning  # noqa: E402
-import roost.store.schema_state  # noqa: E402
-import roost.store.timeseries.schema  # noqa: E402,F401
+import roost.commands.tables  # noqa: E402
+import roost.credentials.certificates.tables  # noqa: E402
+import roost.jobs.tables  # noqa: E402
+import roost.presence.tables  # noqa: E402
+import roost.provisioning.tables  # noqa: E402
+import roost.state.tables  # noqa: E402
+import roost.telemetry.consumers.tables  # noqa: E402
+import roost.telemetry.engine.tables  # noqa: E402,F401

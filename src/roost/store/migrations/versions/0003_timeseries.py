@@ -17,7 +17,7 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# A 64-bit key that is the rowid on SQLite (see roost.store.timeseries.schema.RowKey).
+# A 64-bit key that is the rowid on SQLite (see roost.telemetry.engine.tables.RowKey).
 _ROW_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

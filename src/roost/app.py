@@ -1,0 +1,113 @@
+"""The FastAPI application: routers under /api/v1, problem+json errors, limits, metrics, CORS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import WebSocketRoute
+
+from roost import __version__
+from roost.audit import router as audit
+from roost.commands import router as commands
+from roost.credentials.certificates import router as certificates
+from roost.credentials.tokens import router as credentials
+from roost.http import problems, system
+from roost.http.middleware import BodyLimit, Metrics
+from roost.identity import router as identity
+from roost.inventory import router as inventory
+from roost.inventory.bulk import router as bulk
+from roost.inventory.devices import router as devices
+from roost.jobs import router as jobs
+from roost.mqtt.websocket import mqtt_websocket
+from roost.presence import router as presence
+from roost.provisioning import router as provisioning
+from roost.runtime import Roost
+from roost.state import router as state
+from roost.telemetry.consumers import router as consumers
+from roost.telemetry.ingest import router as ingest
+from roost.telemetry.queries import router as telemetry
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """\
+Roost keeps a fleet's inventory, authenticates its devices, ingests their telemetry and events,
+and lets people and programs act on them.
+
+Authenticate with `POST /api/v1/auth/login` and send `Authorization: Bearer <token>` (or an API key)
+on every other call. Errors are `application/problem+json` (RFC 9457). Collections answer
+`{items, total, limit, offset}`, take `limit`, `offset`, `sort` (`-field` for descending), `q`, and
+filters named like the fields.
+"""
+
+
+def mounted_routers() -> list[tuple[APIRouter, str]]:
+    """Every router of the API with the prefix it is mounted at, in matching order."""
+    return [
+        (system.router, ""),
+        (identity.router, API_PREFIX),
+        *((router, API_PREFIX) for router in inventory.ROUTERS),
+        (bulk.router, API_PREFIX),  # before /devices/{device_id}, which would take "import"
+        (credentials.router, API_PREFIX),
+        (devices.router, API_PREFIX),
+        (devices.groups_router, API_PREFIX),
+        (audit.router, API_PREFIX),
+        (ingest.router, API_PREFIX),
+        (telemetry.router, API_PREFIX),
+        (presence.router, API_PREFIX),
+        (state.router, API_PREFIX),
+        (commands.router, API_PREFIX),
+        (jobs.router, API_PREFIX),
+        (certificates.router, API_PREFIX),
+        (provisioning.router, API_PREFIX),
+        (consumers.router, API_PREFIX),
+    ]
+
+
+def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
+    """Build the ASGI app around a Roost; the app starts and stops it unless told not to."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await roost.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await roost.close()
+
+    app = FastAPI(
+        title="Roost",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.roost = roost
+    problems.install(app)
+    for router, prefix in mounted_routers():
+        app.include_router(router, prefix=prefix)
+    # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
+    app.router.routes.append(WebSocketRoute("/mqtt", mqtt_websocket))
+
+    # Added last = outermost: the body limit applies before anything reads the body.
+    if roost.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(roost.settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            max_age=600,
+        )
+    app.add_middleware(Metrics)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=roost.settings.max_body_bytes,
+        per_path={f"{API_PREFIX}/devices/import": roost.settings.max_import_bytes},
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Commands to devices: queued, delivered, answered; scheduled and recurring."""

@@ -1,0 +1,220 @@
+"""The path between services and devices, whichever door a device uses.
+
+Services never talk to the MQTT gateway or to HTTP requests directly; they use the process's
+:class:`DeviceLink`:
+
+* **device → services.** ``route(kind, handler)`` handles a device's message on a state, command
+  response or job update topic (MQTT; the HTTP device routes call the same service functions);
+  ``on_subscribe(hook)`` runs after a device subscribes (to send it the current delta or its
+  pending jobs); ``on_connection(hook)`` runs when a device's first connection in this process
+  opens (``up=True``) and when its last one closes (``up=False``): MQTT and the WebSocket ingest
+  door both report (:meth:`connection`).
+* **services → device.** ``send(device_pk, topic, payload, qos, on_ack)`` publishes to the
+  device's MQTT sessions whose subscriptions match; QoS 1 copies wait in a persistent session
+  while the device is away. ``on_ack`` runs once the device acknowledged (PUBACK).
+  ``notify(device_pk)`` wakes the device's HTTP long-polls (``await wait(device_pk, timeout)``),
+  in this process and, through the bus, in every other one.
+
+A gateway process delivers to the connections it holds. In scale mode a device's connection may
+live in another process than the service that sends to it: such a send answers False here and
+the work stays queued in the store, delivered when the device next connects or polls (the bus
+route for cross-process delivery belongs to the scale-out deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from roost.bus.base import Bus, Subscription
+from roost.core.device_identity import DeviceIdentity
+from roost.mqtt.ports import DevicePublish, RouteHandler
+from roost.mqtt.topics import PublishRoute
+
+if TYPE_CHECKING:
+    from roost.mqtt.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+WAKE_SUBJECT = "roost.devices.wake"
+
+SubscribeHook = Callable[[DeviceIdentity, str], None]
+ActivityHook = Callable[[DeviceIdentity], None]
+ConnectionHook = Callable[[DeviceIdentity, bool], Coroutine[Any, Any, None]]
+
+
+class DeviceLink:
+    """Services ↔ devices (see the module docstring)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.gateway: Gateway | None = None
+        self._origin = secrets.token_hex(6)
+        self._routes: dict[PublishRoute, RouteHandler] = {}
+        self._subscribe_hooks: list[SubscribeHook] = []
+        self._connection_hooks: list[ConnectionHook] = []
+        self._activity_hooks: list[ActivityHook] = []
+        self._live: dict[int, int] = {}
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake_sub: Subscription | None = None
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def attach(self, gateway: Gateway) -> None:
+        """Connect the process's MQTT gateway (done when the gateway is made)."""
+        self.gateway = gateway
+        for kind, handler in self._routes.items():
+            gateway.route(kind, handler)
+        gateway.on_subscribe(self._subscribed)
+        gateway.on_connection(self.connection)
+
+    def route(self, kind: PublishRoute, handler: RouteHandler) -> None:
+        """Handle device messages on ``kind``'s topics (state, command response, job update)."""
+
+        async def handle(message: DevicePublish) -> None:
+            self.activity(message.identity)
+            await handler(message)
+
+        self._routes[kind] = handle
+        if self.gateway is not None:
+            self.gateway.route(kind, handle)
+
+    def on_activity(self, hook: ActivityHook) -> None:
+        """Call ``hook(identity)`` whenever a device is heard from outside telemetry ingest."""
+        self._activity_hooks.append(hook)
+
+    def activity(self, identity: DeviceIdentity) -> None:
+        """The device called a door just now (an HTTP device route, an MQTT routed message)."""
+        for hook in self._activity_hooks:
+            hook(identity)
+
+    def on_subscribe(self, hook: SubscribeHook) -> None:
+        """Call ``hook(identity, topic_filter)`` after a device's granted subscription."""
+        self._subscribe_hooks.append(hook)
+
+    def on_connection(self, hook: ConnectionHook) -> None:
+        """Await ``hook(identity, up)`` when a device's first connection opens / last closes."""
+        self._connection_hooks.append(hook)
+
+    async def start(self) -> None:
+        """Listen for wake-ups from other processes."""
+        if self._wake_sub is None:
+            self._wake_sub = await self.bus.subscribe(WAKE_SUBJECT, self._on_wake)
+
+    async def close(self) -> None:
+        """Stop listening; cancel hook work still running."""
+        if self._wake_sub is not None:
+            await self._wake_sub.stop()
+            self._wake_sub = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- device → services --------------------------------------------------------------------
+
+    def connection(self, identity: DeviceIdentity, up: bool) -> None:
+        """A connection of the device opened (``up``) or closed, on any door of this process."""
+        pk = identity.device_pk
+        count = self._live.get(pk, 0) + (1 if up else -1)
+        if count > 0:
+            self._live[pk] = count
+        else:
+            self._live.pop(pk, None)
+        if (up and count == 1) or (not up and count <= 0):
+            for hook in self._connection_hooks:
+                self.spawn(hook(identity, up))
+
+    def is_connected(self, device_pk: int) -> bool:
+        """Whether the device holds a connection (MQTT or WebSocket) to this process."""
+        return device_pk in self._live
+
+    def subscribed(self, device_pk: int, topic: str) -> bool:
+        """Whether an MQTT session of the device here would receive ``topic`` (a cheap check
+        before reading the store on a connection: a clean session has no subscription yet)."""
+        return self.gateway is not None and self.gateway.would_receive(device_pk, topic)
+
+    def connected_devices(self) -> set[int]:
+        """Every device holding a connection to this process."""
+        return set(self._live)
+
+    def _subscribed(self, identity: DeviceIdentity, topic_filter: str) -> None:
+        for hook in self._subscribe_hooks:
+            try:
+                hook(identity, topic_filter)
+            except Exception:
+                log.exception("subscribe hook failed for %s", topic_filter)
+
+    # -- services → device --------------------------------------------------------------------
+
+    def send(
+        self,
+        device_pk: int,
+        topic: str,
+        payload: bytes | dict[str, Any],
+        qos: int = 1,
+        on_ack: Callable[[], None] | None = None,
+    ) -> bool:
+        """Publish to the device's matching MQTT sessions here; True when one took it."""
+        if self.gateway is None:
+            return False
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        return self.gateway.deliver(device_pk, topic, data, qos, on_ack)
+
+    def notify(self, device_pk: int) -> None:
+        """Wake the device's HTTP long-polls, here and in every other process."""
+        self._wake(device_pk)
+        data = orjson.dumps({"origin": self._origin, "device_pk": device_pk})
+        self.spawn(self._publish_wake(data))
+
+    async def wait(self, device_pk: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until :meth:`notify` for the device, or ``timeout``; True when woken."""
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(device_pk, set())
+        waiters.add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(device_pk, None)
+
+    def _wake(self, device_pk: int) -> None:
+        for event in self._waiters.get(device_pk, ()):
+            event.set()
+
+    async def _publish_wake(self, data: bytes) -> None:
+        try:
+            await self.bus.publish(WAKE_SUBJECT, data)
+        except Exception as exc:  # the local wake-up happened; others poll again within seconds
+            log.warning("could not publish a device wake-up: %s", exc)
+
+    async def _on_wake(self, subject: str, data: bytes) -> None:
+        try:
+            notice = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if notice.get("origin") != self._origin and isinstance(notice.get("device_pk"), int):
+            self._wake(notice["device_pk"])
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, keeping a reference and logging a failure."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("device link task failed", exc_info=task.exception())

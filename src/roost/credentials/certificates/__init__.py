@@ -1,0 +1,1 @@
+"""The platform CA and device certificates (mutual TLS on every door)."""

@@ -1,0 +1,148 @@
+"""HTTP routes: the platform CA (public) and device certificates (issue, list, revoke, rotate)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import Field
+
+from roost.credentials.certificates.ca import MAX_DEVICE_DAYS
+from roost.http import schemas as s
+from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.store.queries import Page
+
+router = APIRouter(tags=["certificates"])
+ERRORS = s.problem_responses(403, 404, 422)
+
+
+class CertificateAuthorityOut(s.Out):
+    """The platform CA certificate devices trust."""
+
+    certificate: str = Field(description="PEM")
+
+
+class CertificateIn(s.Body):
+    """What to issue: from the device's CSR, or (without one) with a generated key pair."""
+
+    csr: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description="A PEM certificate signing request; its key is used, its subject ignored. "
+        "Without it Roost generates the key pair and answers the private key once",
+    )
+    days: int | None = Field(
+        default=None, ge=1, le=MAX_DEVICE_DAYS, description="Validity in days (default 365)"
+    )
+
+
+class CertificateOut(s.Out):
+    """A device certificate (public)."""
+
+    id: str = Field(description="Revoke it with DELETE …/certificates/{id}")
+    device_id: str
+    serial: str = Field(description="Hexadecimal")
+    fingerprint: str = Field(description="SHA-256 of the DER, hexadecimal")
+    certificate: str = Field(description="PEM")
+    key_generated: bool = Field(description="True when Roost generated the key pair")
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class CertificateCreated(CertificateOut):
+    """A new certificate; ``private_key`` only when Roost generated the pair (shown once)."""
+
+    private_key: str | None = Field(
+        default=None, description="PKCS#8 PEM, shown this once and never stored"
+    )
+
+
+@router.get(
+    "/ca",
+    response_model=CertificateAuthorityOut,
+    operation_id="get_ca_certificate",
+    summary="The platform CA certificate (public: devices and TLS clients trust it)",
+)
+async def get_ca_certificate(roost: RoostDep) -> dict[str, Any]:
+    return {"certificate": await roost.certificates.ca_pem()}
+
+
+@router.post(
+    "/devices/{device_id}/certificates",
+    response_model=CertificateCreated,
+    response_model_exclude_none=True,
+    status_code=201,
+    operation_id="create_device_certificate",
+    summary="Issue a device certificate from a CSR, or with a generated key pair (operator)",
+    responses=ERRORS,
+)
+async def create_device_certificate(
+    roost: RoostDep, actor: ActorDep, device_id: str, body: CertificateIn | None = None
+) -> dict[str, Any]:
+    body = body or CertificateIn()
+    row, key = await roost.certificates.issue(actor, device_id, body.csr, body.days)
+    return {**row, "private_key": key}
+
+
+@router.get(
+    "/devices/{device_id}/certificates",
+    response_model=s.Page[CertificateOut],
+    operation_id="list_device_certificates",
+    summary="List a device's certificates, revoked ones included",
+    responses=ERRORS,
+)
+async def list_device_certificates(
+    roost: RoostDep, actor: ActorDep, device_id: str, page: PageDep
+) -> Page[dict[str, Any]]:
+    return await roost.certificates.list_certificates(actor, device_id, page)
+
+
+@router.get(
+    "/devices/{device_id}/certificates/{cert_id}",
+    response_model=CertificateOut,
+    operation_id="get_device_certificate",
+    summary="One device certificate",
+    responses=ERRORS,
+)
+async def get_device_certificate(
+    roost: RoostDep, actor: ActorDep, device_id: str, cert_id: str
+) -> dict[str, Any]:
+    return await roost.certificates.get(actor, device_id, cert_id)
+
+
+@router.delete(
+    "/devices/{device_id}/certificates/{cert_id}",
+    status_code=204,
+    operation_id="revoke_device_certificate",
+    summary="Revoke a device certificate at once; its live sessions close (operator)",
+    responses=ERRORS,
+)
+async def revoke_device_certificate(
+    roost: RoostDep, actor: ActorDep, device_id: str, cert_id: str
+) -> Response:
+    await roost.certificates.revoke(actor, device_id, cert_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/devices/{device_id}/certificates/{cert_id}/rotate",
+    response_model=CertificateCreated,
+    response_model_exclude_none=True,
+    status_code=201,
+    operation_id="rotate_device_certificate",
+    summary="Issue a new certificate and revoke this one, in one step (operator)",
+    responses={**ERRORS, 409: {"model": s.Problem}},
+)
+async def rotate_device_certificate(
+    roost: RoostDep,
+    actor: ActorDep,
+    device_id: str,
+    cert_id: str,
+    body: CertificateIn | None = None,
+) -> dict[str, Any]:
+    body = body or CertificateIn()
+    row, key = await roost.certificates.rotate(actor, device_id, cert_id, body.csr, body.days)
+    return {**row, "private_key": key}

@@ -1,0 +1,1 @@
+"""Symmetric device keys and the SAS tokens signed with them."""

@@ -1,0 +1,1 @@
+"""Signed device tokens (JWT): issued once, listed, revoked."""

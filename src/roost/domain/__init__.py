@@ -1,1 +1,0 @@
-"""Pure domain logic and types: no IO, no framework."""

@@ -1,1 +1,0 @@
-"""Routers of the REST API, one module per area."""

@@ -1,0 +1,1 @@
+"""Identity: tenants, users, logins and API keys."""

@@ -1,0 +1,3 @@
+"""The fleet's inventory: customers, sites, manufacturers, device models, firmware, groups and
+devices.
+"""

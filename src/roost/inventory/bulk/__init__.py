@@ -1,0 +1,1 @@
+"""Importing and exporting devices in bulk (CSV or JSON)."""

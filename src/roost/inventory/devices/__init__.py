@@ -1,0 +1,1 @@
+"""Devices with their tags, group memberships, sensors and components."""

@@ -1,0 +1,1 @@
+"""Device presence: online, offline, never seen; heartbeats, history and clock skew."""

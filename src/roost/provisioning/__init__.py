@@ -1,0 +1,1 @@
+"""Provisioning: enrollment groups with derived keys, attestation bootstrap, offline bundles."""

@@ -1,0 +1,361 @@
+"""HTTP routes: device keys (SAS tokens), enrollment groups, attestation hashes, and the two
+doors by which a device provisions itself (``/provisioning/register``, ``/provisioning/bootstrap``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import Field
+
+from roost.credentials.certificates.ca import read_csr
+from roost.errors import AuthenticationFailed, PermissionDenied
+from roost.http import schemas as s
+from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.provisioning.service import system_actor
+from roost.runtime import Roost
+from roost.store.queries import Page
+
+router = APIRouter(tags=["provisioning"])
+ERRORS = s.problem_responses(403, 404, 409, 422)
+DEVICE_ERRORS = s.problem_responses(401, 403, 422, 429)
+TagValue = str | int | float | bool
+
+
+class DeviceKeyIn(s.Body):
+    """A new device key."""
+
+    name: str = Field(default="", max_length=200)
+
+
+class DeviceKeyOut(s.Out):
+    """A device key as listed (never the key)."""
+
+    id: str
+    device_id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class DeviceKeyCreated(DeviceKeyOut):
+    """A new device key, with the key itself (Base64), shown this once."""
+
+    key: str
+
+
+class EnrollmentIn(s.Body):
+    """A new enrollment group; without ``key`` one is generated."""
+
+    id: str | None = None
+    key: str | None = Field(default=None, description="Base64, at least 16 bytes")
+    site_id: str | None = None
+    group_ids: list[str] = Field(default_factory=list)
+    tags: dict[str, TagValue] = Field(default_factory=dict)
+    enabled: bool = Field(default=True, strict=True)
+
+
+class EnrollmentPatch(s.Body):
+    """What may change in an enrollment group."""
+
+    site_id: str | None = None
+    group_ids: list[str] | None = None
+    tags: dict[str, TagValue] | None = None
+    enabled: bool | None = Field(default=None, strict=True)
+
+
+class EnrollmentOut(s.Out):
+    """An enrollment group (never its key)."""
+
+    id: str
+    site_id: str | None
+    group_ids: list[str]
+    tags: dict[str, str]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnrollmentCreated(EnrollmentOut):
+    """A new enrollment group with its group key (Base64), shown this once."""
+
+    key: str
+
+
+class RegistrationIn(s.Body):
+    """A device of an enrollment group registering itself."""
+
+    registration_id: str = Field(min_length=1, max_length=128)
+    csr: str | None = None
+
+
+class BootstrapIn(s.Body):
+    """A device bootstrapping itself with an attestation hash."""
+
+    hostname: str = Field(min_length=1, max_length=253)
+    hash: str = Field(description="SHA-256 of the device's hardware data, hex")
+    csr: str | None = None
+
+
+class ProvisionedOut(s.Out):
+    """A provisioned device and its new device token."""
+
+    device_id: str
+    tenant_id: str
+    token_id: str
+    token: str
+    enrollment_id: str | None = None
+    created: bool = True
+    certificate: str | None = None
+
+
+class HashesIn(s.Body):
+    """Attestation hashes to accept, and where their devices land."""
+
+    hashes: list[str] = Field(min_length=1)
+    site_id: str | None = None
+    group_ids: list[str] = Field(default_factory=list)
+    tags: dict[str, TagValue] = Field(default_factory=dict)
+
+
+class HashOut(s.Out):
+    """An attestation hash as listed: its id (SHA-256 of the hash) and first characters."""
+
+    id: str
+    hint: str
+    site_id: str | None
+    group_ids: list[str]
+    tags: dict[str, str]
+    created_at: datetime
+    used_at: datetime | None = None
+    device_id: str | None = None
+
+
+class HashesCreated(s.Out):
+    """The stored hashes."""
+
+    items: list[HashOut]
+
+
+# -- device keys ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/devices/{device_id}/keys",
+    response_model=DeviceKeyCreated,
+    status_code=201,
+    operation_id="create_device_key",
+    summary="Make a device key for SAS tokens (shown once; operator)",
+    responses=ERRORS,
+)
+async def create_device_key(
+    roost: RoostDep, actor: ActorDep, device_id: str, body: DeviceKeyIn | None = None
+) -> dict[str, Any]:
+    body = body or DeviceKeyIn()
+    row, key = await roost.provisioning.create_key(actor, device_id, body.name)
+    return {**row, "key": key}
+
+
+@router.get(
+    "/devices/{device_id}/keys",
+    response_model=s.Page[DeviceKeyOut],
+    operation_id="list_device_keys",
+    summary="List a device's keys, revoked ones included (never the key itself)",
+    responses=ERRORS,
+)
+async def list_device_keys(
+    roost: RoostDep, actor: ActorDep, device_id: str, page: PageDep
+) -> Page[dict[str, Any]]:
+    return await roost.provisioning.list_keys(actor, device_id, page)
+
+
+@router.delete(
+    "/devices/{device_id}/keys/{key_id}",
+    status_code=204,
+    operation_id="revoke_device_key",
+    summary="Revoke a device key at once, in every process; its sessions close (operator)",
+    responses=ERRORS,
+)
+async def revoke_device_key(
+    roost: RoostDep, actor: ActorDep, device_id: str, key_id: str
+) -> Response:
+    await roost.provisioning.revoke_key(actor, device_id, key_id)
+    return Response(status_code=204)
+
+
+# -- enrollment groups ---------------------------------------------------------------------
+
+
+@router.post(
+    "/enrollments",
+    response_model=EnrollmentCreated,
+    status_code=201,
+    operation_id="create_enrollment",
+    summary="Make an enrollment group (its key is shown once; operator)",
+    responses=ERRORS,
+)
+async def create_enrollment(roost: RoostDep, actor: ActorDep, body: EnrollmentIn) -> dict[str, Any]:
+    row, key = await roost.provisioning.create_enrollment(
+        actor, body.model_dump(exclude_unset=True)
+    )
+    return {**row, "key": key}
+
+
+@router.get(
+    "/enrollments",
+    response_model=s.Page[EnrollmentOut],
+    operation_id="list_enrollments",
+    summary="List enrollment groups",
+    responses=ERRORS,
+)
+async def list_enrollments(roost: RoostDep, actor: ActorDep, page: PageDep) -> Page[dict[str, Any]]:
+    return await roost.provisioning.list_enrollments(actor, page)
+
+
+@router.get(
+    "/enrollments/{enrollment_id}",
+    response_model=EnrollmentOut,
+    operation_id="get_enrollment",
+    summary="Show an enrollment group",
+    responses=ERRORS,
+)
+async def get_enrollment(roost: RoostDep, actor: ActorDep, enrollment_id: str) -> dict[str, Any]:
+    return await roost.provisioning.get_enrollment(actor, enrollment_id)
+
+
+@router.patch(
+    "/enrollments/{enrollment_id}",
+    response_model=EnrollmentOut,
+    operation_id="update_enrollment",
+    summary="Enable or disable an enrollment group, or change where its devices land",
+    responses=ERRORS,
+)
+async def update_enrollment(
+    roost: RoostDep, actor: ActorDep, enrollment_id: str, body: EnrollmentPatch
+) -> dict[str, Any]:
+    return await roost.provisioning.update_enrollment(
+        actor, enrollment_id, body.model_dump(exclude_unset=True)
+    )
+
+
+@router.delete(
+    "/enrollments/{enrollment_id}",
+    status_code=204,
+    operation_id="delete_enrollment",
+    summary="Delete an enrollment group (its devices stay)",
+    responses=ERRORS,
+)
+async def delete_enrollment(roost: RoostDep, actor: ActorDep, enrollment_id: str) -> Response:
+    await roost.provisioning.delete_enrollment(actor, enrollment_id)
+    return Response(status_code=204)
+
+
+# -- attestation hashes --------------------------------------------------------------------
+
+
+@router.post(
+    "/attestation-hashes",
+    response_model=HashesCreated,
+    status_code=201,
+    operation_id="add_attestation_hashes",
+    summary="Accept attestation hashes, each usable once (operator)",
+    responses=ERRORS,
+)
+async def add_attestation_hashes(
+    roost: RoostDep, actor: ActorDep, body: HashesIn
+) -> dict[str, Any]:
+    rows = await roost.provisioning.add_hashes(actor, body.model_dump(exclude_unset=True))
+    return {"items": rows}
+
+
+@router.get(
+    "/attestation-hashes",
+    response_model=s.Page[HashOut],
+    operation_id="list_attestation_hashes",
+    summary="List attestation hashes (by id and first characters, never whole)",
+    responses=ERRORS,
+)
+async def list_attestation_hashes(
+    roost: RoostDep, actor: ActorDep, page: PageDep
+) -> Page[dict[str, Any]]:
+    return await roost.provisioning.list_hashes(actor, page)
+
+
+@router.delete(
+    "/attestation-hashes/{hash_id}",
+    status_code=204,
+    operation_id="delete_attestation_hash",
+    summary="Withdraw an attestation hash (operator)",
+    responses=ERRORS,
+)
+async def delete_attestation_hash(roost: RoostDep, actor: ActorDep, hash_id: str) -> Response:
+    await roost.provisioning.delete_hash(actor, hash_id)
+    return Response(status_code=204)
+
+
+# -- the devices' doors --------------------------------------------------------------------
+
+
+@router.post(
+    "/provisioning/register",
+    response_model=ProvisionedOut,
+    operation_id="register_device",
+    summary="A device registers itself through an enrollment group (SAS signed with its "
+    "derived key, skn=registration)",
+    responses=DEVICE_ERRORS,
+)
+async def register_device(
+    roost: RoostDep,
+    request: Request,
+    body: RegistrationIn,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    if body.csr is not None:
+        read_csr(body.csr)  # a bad CSR is refused (422) before anything is created
+    address = _address(request)
+    roost.limits.check_source(address)  # brute-force limit, as on every credential check
+    try:
+        answer = await roost.provisioning.register(authorization, body.registration_id)
+    except (AuthenticationFailed, PermissionDenied):
+        roost.limits.credential_failed(address)
+        raise
+    return await _with_certificate(roost, answer, body.csr)
+
+
+@router.post(
+    "/provisioning/bootstrap",
+    response_model=ProvisionedOut,
+    status_code=201,
+    operation_id="bootstrap_device",
+    summary="A device bootstraps itself with an attestation hash (no credential; once per hash)",
+    responses=DEVICE_ERRORS,
+)
+async def bootstrap_device(roost: RoostDep, request: Request, body: BootstrapIn) -> dict[str, Any]:
+    address = _address(request)
+    if body.csr is not None:
+        read_csr(body.csr)
+    roost.limits.check_source(address)
+    try:
+        answer = await roost.provisioning.bootstrap(body.hostname, body.hash, address)
+    except (AuthenticationFailed, PermissionDenied):
+        roost.limits.credential_failed(address)
+        raise
+    return await _with_certificate(roost, answer, body.csr)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _with_certificate(
+    roost: Roost, answer: dict[str, Any], csr: str | None
+) -> dict[str, Any]:
+    """A provisioned device that sent a CSR gets a certificate of the platform CA too."""
+    if csr is None:
+        return answer
+    row, _ = await roost.certificates.issue(
+        system_actor(answer["tenant_id"]), answer["device_id"], csr
+    )
+    return {**answer, "certificate": row["certificate"]}

@@ -1,1 +1,0 @@
-"""Credentials: password hashing, signed tokens, API keys, rate limiting of credential checks."""

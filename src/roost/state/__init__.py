@@ -1,0 +1,1 @@
+"""Device state documents (desired, reported, delta), with AWS Device Shadow semantics."""

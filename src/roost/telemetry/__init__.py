@@ -1,0 +1,3 @@
+"""Telemetry and events: ingest on every door, the storage engine, queries, live streams, consumer
+groups.
+"""

@@ -1,0 +1,1 @@
+"""Consumers: apps holding keys with grants on chosen devices and sensors."""

@@ -1,0 +1,1 @@
+"""Ingest: what every device door hands telemetry and events to, and the group-commit writer."""

@@ -1,0 +1,1 @@
+"""Live streams of committed telemetry and events."""

@@ -1,0 +1,1 @@
+"""Reading telemetry and events back: raw, aggregated, latest values."""

@@ -1,0 +1,1 @@
+"""Consumer groups: workers pulling the ingest log by offset."""
