@@ -39,6 +39,7 @@ from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.mqtt.codec import Connect, MQTTDecoder, Publish, encode
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.server import MQTTServer
+from roost.runtime import device_topics
 
 # A group commit every 2 ms is what the SQLite writer does under load.
 COMMIT_INTERVAL_S = 0.002
@@ -131,7 +132,7 @@ async def micro(messages: int) -> None:
         bare = (time.perf_counter() - start) / messages * 1e6
 
         ingest = TrivialIngest()
-        gateway = Gateway(TrivialAuthenticator(), ingest)
+        gateway = Gateway(TrivialAuthenticator(), ingest, topics=device_topics())
         link = NullLink()
         session = gateway.open(link)
         session.feed(connect_packet("d1"))
@@ -163,7 +164,7 @@ def rss_kib(pid: int) -> int:
 def _serve(port: int, ready: Any) -> None:
     async def main() -> None:
         ingest = TrivialIngest()
-        gateway = Gateway(TrivialAuthenticator(), ingest)
+        gateway = Gateway(TrivialAuthenticator(), ingest, topics=device_topics())
         server = MQTTServer(gateway, "127.0.0.1", port)
         await server.start()
         loop = asyncio.get_running_loop()

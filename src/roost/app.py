@@ -93,7 +93,7 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
     # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
-    app.router.routes.append(WebSocketRoute("/mqtt", mqtt_websocket))
+    app.router.routes.append(WebSocketRoute("/mqtt", mqtt_websocket(roost.gateway)))
 
     # Added last = outermost: the body limit applies before anything reads the body.
     if roost.settings.cors_origins:

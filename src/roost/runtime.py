@@ -1,4 +1,10 @@
-"""The running Roost: settings, store and services wired together, started and stopped as one."""
+"""The running Roost: settings, store and services wired together, started and stopped as one.
+
+This module is the composition root: it is the one place (with :mod:`roost.app`, which mounts
+every room's HTTP router, and the CLI) that knows every capability room. It builds each room's
+service with what it needs, gives the MQTT gateway the device topics every room declares
+(:func:`device_topics`), and imports every room's tables so the one metadata is whole.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,25 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+# Every room's tables, on the one metadata (the migration check compares it with the database).
+import roost.audit.tables
+import roost.commands.tables
+import roost.credentials.certificates.tables
+import roost.credentials.tokens.tables
+import roost.identity.tables
+import roost.inventory.tables
+import roost.jobs.tables
+import roost.presence.tables
+import roost.provisioning.tables
+import roost.state.tables
+import roost.telemetry.consumers.tables
+import roost.telemetry.engine.tables
+import roost.telemetry.streams.tables  # noqa: F401
 from roost.audit.service import AuditService
 from roost.bus.base import Bus, open_bus
+from roost.commands import mqtt as command_topics
 from roost.commands.service import CommandService
 from roost.config import Settings
 from roost.core.context import ServiceDeps
@@ -23,26 +44,42 @@ from roost.identity.service import IdentityService
 from roost.identity.tokens import new_secret_key
 from roost.inventory.devices.service import DeviceService
 from roost.inventory.service import InventoryService
+from roost.jobs import mqtt as job_topics
 from roost.jobs.service import JobService
+from roost.mqtt.gateway import Gateway
+from roost.mqtt.host import GatewayConfig
+from roost.mqtt.topics import DeviceTopics
 from roost.presence.service import PresenceService
 from roost.provisioning.service import ProvisioningService
+from roost.state import mqtt as state_topics
 from roost.state.service import StateService
 from roost.store import migrate
 from roost.store.database import Database, open_database
-from roost.telemetry.consumers.service import ConsumerService
+from roost.telemetry.consumers.service import ConsumerService, looks_like_consumer_key
 from roost.telemetry.engine.base import TimeSeriesStore
+from roost.telemetry.ingest import mqtt as ingest_topics
 from roost.telemetry.ingest.service import IngestService
 from roost.telemetry.live.service import LiveHub
 from roost.telemetry.pipeline import TelemetryPipeline
 from roost.telemetry.queries.service import TelemetryService
 from roost.telemetry.streams.service import StreamService
 
-if TYPE_CHECKING:
-    from roost.mqtt.gateway import Gateway as MQTTGateway
-
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"
+
+
+def device_topics() -> DeviceTopics:
+    """The device ACL: the uplink topics and downlink subtrees every room declares."""
+    return DeviceTopics(
+        publish=(
+            *ingest_topics.TOPICS,
+            *state_topics.TOPICS,
+            *command_topics.TOPICS,
+            *job_topics.TOPICS,
+        ),
+        subscribe=(state_topics.DOWNLINK, command_topics.DOWNLINK, job_topics.DOWNLINK),
+    )
 
 
 def utcnow() -> datetime:
@@ -95,8 +132,18 @@ class Roost:
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
-    mqtt_gateway: MQTTGateway | None = field(default=None)
+    mqtt_gateway: Gateway | None = field(default=None)
     _serving: bool = field(default=False)
+
+    def gateway(self) -> Gateway:
+        """The MQTT device gateway, made on first use (the TCP listener and ``/mqtt`` share it)."""
+        if self.mqtt_gateway is None:
+            config = GatewayConfig.from_settings(self.settings)
+            gateway = Gateway(self.device_auth, self.ingest, config, topics=device_topics())
+            gateway.limits = self.limits
+            self.link.attach(gateway)
+            self.mqtt_gateway = gateway
+        return self.mqtt_gateway
 
     @property
     def ingest(self) -> IngestService:
@@ -145,26 +192,17 @@ class Roost:
         link = DeviceLink(bus)
         scheduler = Scheduler(wall_clock=lambda: clock().timestamp())
         credentials = CredentialService(db, secret, clock, device_auth)
-        deps = ServiceDeps(
-            settings,
-            db,
-            bus,
-            link,
-            scheduler,
-            devices,
-            audit,
-            clock,
-            device_auth,
-            credentials,
-            secret,
-        )
+        deps = ServiceDeps(settings, db, bus, link, scheduler, clock, secret)
         pipeline = TelemetryPipeline(settings, db, bus, devices, inventory)
-        presence = PresenceService(deps)
+        presence = PresenceService(deps, devices)
         pipeline.ingest.activity = presence.activity
+        identity = IdentityService(db, settings, secret, clock)
+        consumers = ConsumerService(deps)
+        identity.accept_consumer_keys(looks_like_consumer_key, consumers.authenticate)
         return cls(
             settings=settings,
             db=db,
-            identity=IdentityService(db, settings, secret, clock),
+            identity=identity,
             inventory=inventory,
             devices=devices,
             audit=audit,
@@ -179,10 +217,10 @@ class Roost:
             state=StateService(deps),
             commands=CommandService(deps),
             jobs=JobService(deps),
-            certificates=CertificateService(deps),
-            provisioning=ProvisioningService(deps),
-            consumers=ConsumerService(deps),
-            limits=DeviceLimits(deps),
+            certificates=CertificateService(deps, device_auth),
+            provisioning=ProvisioningService(deps, devices, device_auth, credentials),
+            consumers=consumers,
+            limits=DeviceLimits(settings),
         )
 
     @property

@@ -13,6 +13,15 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from roost.telemetry.schemas import (
+    EventOut,
+    EventsOut,
+    FleetLatestOut,
+    LatestItem,
+    LatestOut,
+    SeriesOut,
+    StreamPullOut,
+)
 from tests.conftest import Tenant
 from tests.support import Api, RoostServer, assert_problem, unique
 
@@ -563,7 +572,6 @@ def test_tenant_retention_drops_old_telemetry_and_events(tenant: Tenant, admin: 
 
 def test_query_answers_have_the_documented_shapes(tenant: Tenant) -> None:
     """The query routes send pre-serialised JSON; it must match their OpenAPI models exactly."""
-    from roost.http import schemas as s
 
     device_id, device = device_with_token(tenant)
     points = [{"sensor_id": "t", "timestamp": SEED + n, "value": n} for n in range(3)]
@@ -574,12 +582,12 @@ def test_query_answers_have_the_documented_shapes(tenant: Tenant) -> None:
     base = f"{V1}/devices/{device_id}"
     span = {"sensor": "t", "from": SEED, "to": SEED + 10}
     for path, params, model in (
-        (f"{base}/telemetry", span, s.SeriesOut),
-        (f"{base}/telemetry", {**span, "agg": "avg,count", "interval": "1m"}, s.SeriesOut),
-        (f"{base}/latest", {}, s.LatestOut),
-        (f"{base}/events", {}, s.EventsOut),
-        (f"{V1}/telemetry/latest", {}, s.FleetLatestOut),
-        (f"{V1}/streams/shape/messages", {}, s.StreamPullOut),
+        (f"{base}/telemetry", span, SeriesOut),
+        (f"{base}/telemetry", {**span, "agg": "avg,count", "interval": "1m"}, SeriesOut),
+        (f"{base}/latest", {}, LatestOut),
+        (f"{base}/events", {}, EventsOut),
+        (f"{V1}/telemetry/latest", {}, FleetLatestOut),
+        (f"{V1}/streams/shape/messages", {}, StreamPullOut),
     ):
         resp = op.get(path, params=params)
         assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
@@ -588,7 +596,7 @@ def test_query_answers_have_the_documented_shapes(tenant: Tenant) -> None:
         model.model_validate(body)
         assert set(body) <= set(model.model_fields), (path, set(body) - set(model.model_fields))
         for item in body["items"]:
-            if model is s.LatestOut:
-                assert set(item) <= set(s.LatestItem.model_fields)
-            if model is s.EventsOut:
-                assert set(item) <= set(s.EventOut.model_fields)
+            if model is LatestOut:
+                assert set(item) <= set(LatestItem.model_fields)
+            if model is EventsOut:
+                assert set(item) <= set(EventOut.model_fields)

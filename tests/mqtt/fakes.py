@@ -24,8 +24,10 @@ from roost.mqtt.codec import (
     Will,
     encode,
 )
-from roost.mqtt.gateway import Gateway, GatewayConfig
+from roost.mqtt.gateway import Gateway
+from roost.mqtt.host import GatewayConfig
 from roost.mqtt.session import MQTTSession
+from roost.runtime import device_topics
 
 TOKENS = {
     b"token-a": DeviceIdentity("t1", "dev-a", 1, "cred-a"),
@@ -174,7 +176,14 @@ def make_gateway(
     auth = FakeAuthenticator()
     ingest = ScriptedIngest()
     clock = FakeClock()
-    gateway = Gateway(auth, ingest, config, clock=clock, clock_ns=lambda: 1_700_000_000 * 10**9)
+    gateway = Gateway(
+        auth,
+        ingest,
+        config,
+        topics=device_topics(),
+        clock=clock,
+        clock_ns=lambda: 1_700_000_000 * 10**9,
+    )
     return gateway, auth, ingest, clock
 
 

@@ -18,6 +18,7 @@ import pytest
 from roost.core.ingest import IngestKind, IngestOutcome
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.server import MQTTServer
+from roost.runtime import device_topics
 from tests.mqtt.fakes import FakeAuthenticator, ScriptedIngest
 
 TIMEOUT = 10
@@ -36,7 +37,7 @@ class AutoCommitIngest(ScriptedIngest):
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[MQTTServer, AutoCommitIngest]]:
     ingest = AutoCommitIngest()
-    gateway = Gateway(FakeAuthenticator(), ingest)
+    gateway = Gateway(FakeAuthenticator(), ingest, topics=device_topics())
     listener = MQTTServer(gateway, "127.0.0.1", 0)
     await listener.start()
     yield listener, ingest

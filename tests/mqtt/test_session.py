@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from roost.commands import mqtt as command_topics
 from roost.core.device_identity import DeviceIdentity
+from roost.core.devicelink import DevicePublish
 from roost.core.ingest import IngestKind
 from roost.errors import InvalidInput
 from roost.mqtt.codec import (
@@ -36,9 +38,7 @@ from roost.mqtt.codec import (
     Will,
     encode,
 )
-from roost.mqtt.gateway import GatewayConfig
-from roost.mqtt.ports import DevicePublish
-from roost.mqtt.topics import PublishRoute
+from roost.mqtt.host import GatewayConfig
 from tests.mqtt.fakes import TOKENS, RecordingLink, connect_bytes, connected, make_gateway, settle
 
 V3, V5 = PROTOCOL_V311, PROTOCOL_V5
@@ -463,7 +463,7 @@ async def test_route_handler_gets_the_message_and_the_ack_waits_for_it() -> None
         if message.payload == b"invalid":
             raise InvalidInput("bad status")
 
-    gateway.route(PublishRoute.COMMAND_RESPONSE, handler)
+    gateway.route(command_topics.RESPONSE, handler)
     session, link, _ = await connected(gateway, V5)
     topic = "devices/dev-a/commands/c1/response"
     session.feed(publish(V5, topic, b"ok", 1, 1) + publish(V5, topic, b"invalid", 1, 2))

@@ -14,7 +14,7 @@ from roost.config import load_settings
 from roost.core.access import local_admin
 from roost.mqtt.codec import Connack, Disconnect, Puback, Publish, encode
 from roost.mqtt.gateway import Gateway
-from roost.runtime import Roost
+from roost.runtime import Roost, device_topics
 from tests.mqtt.fakes import RecordingLink, ScriptedIngest, connect_bytes
 
 V3, V5 = 4, 5
@@ -41,7 +41,7 @@ async def device_with_token(roost: Roost, device_id: str) -> tuple[str, str]:
 
 
 def gateway_over(roost: Roost, ingest: Any = None) -> Gateway:
-    gateway = Gateway(roost.device_auth, ingest or ScriptedIngest())
+    gateway = Gateway(roost.device_auth, ingest or ScriptedIngest(), topics=device_topics())
     gateway.start()
     return gateway
 

@@ -1,4 +1,5 @@
-"""The device ACL (roost.mqtt.topics): pure functions, every allowed and refused shape."""
+"""The device ACL (roost.mqtt.topics.DeviceTopics filled with every room's topics): every allowed
+and refused shape."""
 
 from __future__ import annotations
 
@@ -6,33 +7,40 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roost.mqtt.topics import PublishRoute, may_subscribe, publish_route, topic_matches
+from roost.commands import mqtt as commands
+from roost.core.devicelink import DeviceTopic
+from roost.jobs import mqtt as jobs
+from roost.mqtt.topics import topic_matches
+from roost.runtime import device_topics
+from roost.state import mqtt as state
+from roost.telemetry.ingest import mqtt as ingest
 
 DEV = "dev-1"
+ACL = device_topics()
+publish_route = ACL.publish_route
+may_subscribe = ACL.may_subscribe
 
 
 @pytest.mark.parametrize(
     ("topic", "route"),
     [
-        ("devices/dev-1/telemetry", PublishRoute.TELEMETRY),
-        ("devices/dev-1/events", PublishRoute.EVENTS),
-        ("dev-1", PublishRoute.AUTO),
-        ("devices/dev-1/state/reported", PublishRoute.STATE_REPORTED),
-        ("devices/dev-1/commands/c-9/response", PublishRoute.COMMAND_RESPONSE),
-        ("devices/dev-1/jobs/job-3/update", PublishRoute.JOB_UPDATE),
-        ("devices/dev-1/state/get", PublishRoute.STATE_GET),
-        ("devices/dev-1/jobs/get", PublishRoute.JOB_GET),
-        ("devices/dev-1/jobs/start-next", PublishRoute.JOB_START_NEXT),
-        ("devices/dev-1/jobs/get/update", PublishRoute.JOB_UPDATE),
-        ("devices/dev-1/state/name/lights/reported", PublishRoute.STATE_REPORTED),
-        ("devices/dev-1/state/name/lights/get", PublishRoute.STATE_GET),
+        ("devices/dev-1/telemetry", ingest.TELEMETRY),
+        ("devices/dev-1/events", ingest.EVENTS),
+        ("dev-1", ingest.AUTO),
+        ("devices/dev-1/state/reported", state.REPORTED),
+        ("devices/dev-1/commands/c-9/response", commands.RESPONSE),
+        ("devices/dev-1/jobs/job-3/update", jobs.UPDATE),
+        ("devices/dev-1/state/get", state.GET),
+        ("devices/dev-1/jobs/get", jobs.GET),
+        ("devices/dev-1/jobs/start-next", jobs.START_NEXT),
+        ("devices/dev-1/jobs/get/update", jobs.UPDATE),
+        ("devices/dev-1/state/name/lights/reported", state.REPORTED),
+        ("devices/dev-1/state/name/lights/get", state.GET),
     ],
 )
-def test_a_device_publishes_to_its_own_topics(topic: str, route: PublishRoute) -> None:
+def test_a_device_publishes_to_its_own_topics(topic: str, route: DeviceTopic) -> None:
     assert publish_route(DEV, topic) is route
-    assert route.is_ingest == (
-        route in (PublishRoute.TELEMETRY, PublishRoute.EVENTS, PublishRoute.AUTO)
-    )
+    assert route.is_ingest == (route in (ingest.TELEMETRY, ingest.EVENTS, ingest.AUTO))
 
 
 @pytest.mark.parametrize(

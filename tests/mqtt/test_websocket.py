@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 
 import pytest
 import uvicorn
@@ -16,6 +15,7 @@ from starlette.routing import WebSocketRoute
 from roost.mqtt.codec import Connack, MQTTDecoder, Puback, Publish, encode
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.websocket import mqtt_websocket
+from roost.runtime import device_topics
 from tests.mqtt.fakes import FakeAuthenticator, ScriptedIngest, connect_bytes
 from tests.support import free_port
 
@@ -24,9 +24,8 @@ from tests.support import free_port
 async def ws_url() -> AsyncIterator[tuple[str, ScriptedIngest]]:
     ingest = ScriptedIngest()
     ingest.ticket.resolve()  # every message joins a batch that is already durable
-    gateway = Gateway(FakeAuthenticator(), ingest)
-    app = Starlette(routes=[WebSocketRoute("/mqtt", mqtt_websocket)])
-    app.state.roost = SimpleNamespace(mqtt_gateway=gateway)
+    gateway = Gateway(FakeAuthenticator(), ingest, topics=device_topics())
+    app = Starlette(routes=[WebSocketRoute("/mqtt", mqtt_websocket(lambda: gateway))])
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)

@@ -38,8 +38,8 @@ from roost.errors import (
     PermissionDenied,
 )
 from roost.identity.tokens import ALGORITHM, ISSUER, issue_user_token
+from roost.inventory.tables import devices
 from roost.runtime import Roost
-from roost.store.schema import devices
 from tests.support import NATS_URL, skip_or_fail
 
 SECRET = "device-token-test-secret-0123456789abcdef"

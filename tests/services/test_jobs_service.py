@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from roost.config import load_settings
 from roost.core.access import local_admin
 from roost.core.device_identity import DeviceIdentity
+from roost.inventory.tables import devices
 from roost.jobs.service import CHANGED_SUBJECT
 from roost.runtime import Roost
 from roost.store.queries import PageRequest
-from roost.store.schema import devices
 
 
 class Clock:

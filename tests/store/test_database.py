@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from roost.errors import ConfigError, Conflict
+from roost.identity.tables import tenants
 from roost.store import migrate
 from roost.store.database import Database, open_database
-from roost.store.schema import tenants
 
 
 def _tenant(tenant_id: str) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""The migrations build exactly the schema of ``store/schema.py`` on every backend, idempotently."""
+"""The migrations build exactly the schema of every room's ``tables.py`` on every backend,
+idempotently."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+import roost.runtime  # noqa: F401  (imports every room's tables onto the metadata)
 from roost.store import migrate
 from roost.store.database import Database, open_database
-from roost.store.schema import metadata
+from roost.store.metadata import metadata
 
 
 async def test_upgrade_from_empty_reaches_head_and_matches_schema(db: Database) -> None:

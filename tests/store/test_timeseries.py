@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roost.errors import ConfigError, InvalidInput
+from roost.identity.tables import tenants
+from roost.inventory.tables import devices, sensors
 from roost.store import migrate
 from roost.store.database import open_database
-from roost.store.schema import devices, sensors, tenants
 from roost.telemetry.engine import open_timeseries
 from roost.telemetry.engine.base import AGGREGATES, Point
 from roost.telemetry.engine.batch import KIND_BY_TYPE, BatchBuilder, DecodedBatch, Event, decode

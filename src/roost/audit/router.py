@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from roost.audit.service import AuditQuery
-from roost.http import params as p
+from roost.audit.schemas import AuditEntry, AuditParams
+from roost.audit.service import AuditQuery, AuditService
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import ActorDep, get_roost
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the audit routes use of the running Roost."""
+
+    @property
+    def audit(self) -> AuditService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["audit"])
 
 
 @router.get(
     "/audit",
-    response_model=s.Page[s.AuditEntry],
+    response_model=s.Page[AuditEntry],
     operation_id="list_audit",
     summary="Who changed what and when, before → after (operator and admin)",
     responses={403: {"model": s.Problem}},
 )
 async def list_audit(
-    roost: RoostDep, actor: ActorDep, query: Annotated[p.AuditParams, Query()]
+    roost: RoostDep, actor: ActorDep, query: Annotated[AuditParams, Query()]
 ) -> Page[dict[str, Any]]:
     audit_query = AuditQuery(
         entity_type=query.entity_type,

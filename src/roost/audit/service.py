@@ -11,10 +11,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.audit.tables import audit_log
 from roost.core.access import Actor, Role
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_page, order_by
-from roost.store.schema import audit_log
 
 # Never copied into the log, whatever entity they belong to.
 _SECRET_FIELDS = frozenset({"password", "password_hash", "secret_hash", "key", "token"})

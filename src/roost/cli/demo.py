@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from roost.core.access import Actor, Role
 from roost.identity.service import DEFAULT_TENANT
+from roost.inventory.tables import devices
 from roost.runtime import Roost
-from roost.store.schema import devices
 
 DEMO_ACTOR = Actor(tenant_id=DEFAULT_TENANT, name="demo", role=Role.ADMIN, is_superuser=True)
 

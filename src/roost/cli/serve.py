@@ -29,13 +29,12 @@ GC_YOUNG_THRESHOLD = 20_000
 
 async def _start_mqtts(roost: Roost) -> MQTTServer:
     """Listen for MQTT over TLS (client certificates of the platform CA, or tokens)."""
-    from roost.mqtt.gateway import gateway_for
     from roost.mqtt.server import MQTTServer, tls_server_context
 
     settings = roost.settings
     cert_file, key_file = await roost.certificates.server_credentials()
     context = tls_server_context(str(cert_file), str(key_file), await roost.certificates.ca_pem())
-    server = MQTTServer(gateway_for(roost), settings.http_host, settings.mqtts_port, context)
+    server = MQTTServer(roost.gateway(), settings.http_host, settings.mqtts_port, context)
     try:
         await server.start()
     except OSError as exc:
@@ -166,10 +165,9 @@ def serve(
                     "(reset it with `roost user set-password admin`)"
                 )
             if settings.mqtt_port:
-                from roost.mqtt.gateway import gateway_for
                 from roost.mqtt.server import MQTTServer
 
-                mqtt_server = MQTTServer(gateway_for(roost), settings.http_host, settings.mqtt_port)
+                mqtt_server = MQTTServer(roost.gateway(), settings.http_host, settings.mqtt_port)
                 try:
                     await mqtt_server.start()
                 except OSError as exc:

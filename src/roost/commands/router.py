@@ -4,21 +4,32 @@ HTTP-only devices long-poll for theirs and answer (DESIGN.md §3 "Commands")."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, Field
 
 from roost.commands.cron import MAX_OFFSET_S
 from roost.commands.rules import MAX_NAME, MAX_TIMEOUT_S, CommandRequest
-from roost.commands.service import MAX_WAIT_S
+from roost.commands.service import MAX_WAIT_S, CommandService
 from roost.core.lifecycle import COMMAND_TERMINAL
+from roost.credentials.dependencies import DeviceDep
 from roost.errors import InvalidInput
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import ActorDep, get_roost
 from roost.store.queries import Page
-from roost.telemetry.ingest.router import DeviceDep
+
+
+class Services(Protocol):
+    """What the command routes use of the running Roost."""
+
+    @property
+    def commands(self) -> CommandService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["commands"])
 

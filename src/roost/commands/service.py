@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
+from roost.commands import mqtt as topics
 from roost.commands.rules import (
     DEVICE_FINAL,
     DEVICE_INTERIM,
@@ -50,15 +51,14 @@ from roost.commands.tables import commands
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
+from roost.core.devicelink import DevicePublish
 from roost.core.ids import generate_id
 from roost.core.lifecycle import COMMAND_TERMINAL, CommandStatus, command_move
 from roost.core.scheduler import earliest
 from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from roost.inventory.devices.service import device_pk_of
-from roost.mqtt.ports import DevicePublish
-from roost.mqtt.topics import PublishRoute
+from roost.inventory.tables import devices
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
-from roost.store.schema import devices
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class CommandService:
 
     async def start(self) -> None:
         """Handle command responses and (re)connections; start the due-row passes."""
-        self.link.route(PublishRoute.COMMAND_RESPONSE, self._on_mqtt_response)
+        self.link.route(topics.RESPONSE, self._on_mqtt_response)
         self.link.on_connection(self._on_connection)
         self.link.on_subscribe(self._on_subscribe)
         interval = self.deps.settings.timer_check_s

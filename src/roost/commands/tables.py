@@ -1,4 +1,4 @@
-"""Tables of commands (issue 4); part of :data:`roost.store.schema.metadata`.
+"""Tables of commands (issue 4); part of :data:`roost.store.metadata.metadata`.
 
 Every timer of a command lives in its row as ``due_at``, the next time the command pass must look
 at it: a queued command's ``schedule_at`` (it may be sent from then on) or ``expires_at`` (it
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import Json, UTCDateTime, metadata
+from roost.store.metadata import Json, UTCDateTime, metadata
 
 command_schedules = sa.Table(
     "command_schedules",

@@ -1,7 +1,9 @@
-"""What every device-facing service is built with (state, commands, jobs, presence).
+"""What every device-facing service is built with (state, commands, jobs, presence, ...).
 
 One dataclass instead of long constructor lists: a service takes ``ServiceDeps`` and keeps what
-it needs. ``clock`` is the services' wall clock (tests of pure logic inject one).
+it needs. It holds shared machinery only; a service that calls another capability's service
+takes it as a constructor argument of its own. ``clock`` is the services' wall clock (tests of
+pure logic inject one).
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from roost.audit.service import AuditService
 from roost.bus.base import Bus
 from roost.config import Settings
 from roost.core.devicelink import DeviceLink
 from roost.core.scheduler import Scheduler
-from roost.credentials.tokens.service import CredentialService, DeviceAuthenticator
-from roost.inventory.devices.service import DeviceService
 from roost.store.database import Database
 
 
@@ -29,11 +28,6 @@ class ServiceDeps:
     bus: Bus
     link: DeviceLink
     scheduler: Scheduler
-    devices: DeviceService
-    audit: AuditService
     clock: Callable[[], datetime]
-    # Device credentials: the authenticator every door calls (register verifiers and revocation
-    # sources with it), the token service, and the key that signs tokens.
-    device_auth: DeviceAuthenticator
-    credentials: CredentialService
+    # The server's secret key (signs tokens, seals stored secrets).
     secret_key: str

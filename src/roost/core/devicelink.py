@@ -3,8 +3,9 @@
 Services never talk to the MQTT gateway or to HTTP requests directly; they use the process's
 :class:`DeviceLink`:
 
-* **device → services.** ``route(kind, handler)`` handles a device's message on a state, command
-  response or job update topic (MQTT; the HTTP device routes call the same service functions);
+* **device → services.** ``route(topic, handler)`` handles a device's message on a
+  :class:`DeviceTopic` its room declared (a state report, a command response, a job update: MQTT;
+  the HTTP device routes call the same service functions);
   ``on_subscribe(hook)`` runs after a device subscribes (to send it the current delta or its
   pending jobs); ``on_connection(hook)`` runs when a device's first connection in this process
   opens (``up=True``) and when its last one closes (``up=False``): MQTT and the WebSocket ingest
@@ -19,6 +20,10 @@ A gateway process delivers to the connections it holds. In scale mode a device's
 live in another process than the service that sends to it: such a send answers False here and
 the work stays queued in the store, delivered when the device next connects or polls (the bus
 route for cross-process delivery belongs to the scale-out deployment).
+
+This module also holds the contract between capabilities and the MQTT gateway, which knows no
+capability: the topics a room declares (:class:`DeviceTopic`), the message its handler gets
+(:class:`DevicePublish`), and what the link needs of a gateway (:class:`DeviceGateway`).
 """
 
 from __future__ import annotations
@@ -26,26 +31,95 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
 from roost.bus.base import Bus, Subscription
 from roost.core.device_identity import DeviceIdentity
-from roost.mqtt.ports import DevicePublish, RouteHandler
-from roost.mqtt.topics import PublishRoute
-
-if TYPE_CHECKING:
-    from roost.mqtt.gateway import Gateway
+from roost.core.ingest import IngestKind
 
 log = logging.getLogger(__name__)
 
 WAKE_SUBJECT = "roost.devices.wake"
 
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DeviceTopic:
+    """A topic a device may publish to, declared by the room that handles it.
+
+    Each template is the topic with ``{id}`` for the device's own id and ``+`` for any one
+    non-empty level (``devices/{id}/commands/+/response``); one route may have several shapes
+    (the default and the named state document). A topic with an ``ingest`` kind carries telemetry
+    or events to the ingest service; any other is handled by the handler its service routes to
+    it. Topics compare by identity: each is declared once.
+    """
+
+    templates: tuple[str, ...]
+    ingest: IngestKind | None = None
+
+    @property
+    def template(self) -> str:
+        """The first shape (for messages and logs)."""
+        return self.templates[0]
+
+    @property
+    def is_ingest(self) -> bool:
+        """True for the telemetry/events topics, which go to the ingest service."""
+        return self.ingest is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePublish:
+    """A device's PUBLISH on a routed (non-ingest) topic, as a route handler receives it."""
+
+    identity: DeviceIdentity
+    topic: str
+    payload: bytes
+    qos: int
+    recv_ns: int
+
+
+#: ``await handler(message)``; returning means handled (the device gets its acknowledgement),
+#: raising ``roost.errors.InvalidInput`` refuses the payload (v5 reason 0x99), ``PermissionDenied``
+#: refuses as not authorized (0x87), anything else is an unspecified error (0x80).
+RouteHandler = Callable[[DevicePublish], Awaitable[None]]
 SubscribeHook = Callable[[DeviceIdentity, str], None]
 ActivityHook = Callable[[DeviceIdentity], None]
 ConnectionHook = Callable[[DeviceIdentity, bool], Coroutine[Any, Any, None]]
+
+
+class DeviceGateway(Protocol):
+    """What the link needs of the process's MQTT gateway (:class:`roost.mqtt.gateway.Gateway`)."""
+
+    def route(self, topic: DeviceTopic, handler: RouteHandler) -> None:
+        """Handle device PUBLISHes on ``topic`` with ``handler``."""
+        ...
+
+    def on_subscribe(self, hook: SubscribeHook) -> None:
+        """Call ``hook(identity, topic_filter)`` after each granted subscription."""
+        ...
+
+    def on_connection(self, hook: Callable[[DeviceIdentity, bool], None]) -> None:
+        """Call ``hook(identity, up)`` after each CONNACK (up) and when a connection ends."""
+        ...
+
+    def deliver(
+        self,
+        device_pk: int,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        on_ack: Callable[[], None] | None = None,
+    ) -> bool:
+        """Publish to the device's matching sessions; True when one took it."""
+        ...
+
+    def would_receive(self, device_pk: int, topic: str) -> bool:
+        """Whether a session of the device (connected or kept) would receive ``topic``."""
+        ...
 
 
 class DeviceLink:
@@ -53,9 +127,9 @@ class DeviceLink:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.gateway: Gateway | None = None
+        self.gateway: DeviceGateway | None = None
         self._origin = secrets.token_hex(6)
-        self._routes: dict[PublishRoute, RouteHandler] = {}
+        self._routes: dict[DeviceTopic, RouteHandler] = {}
         self._subscribe_hooks: list[SubscribeHook] = []
         self._connection_hooks: list[ConnectionHook] = []
         self._activity_hooks: list[ActivityHook] = []
@@ -66,24 +140,24 @@ class DeviceLink:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: DeviceGateway) -> None:
         """Connect the process's MQTT gateway (done when the gateway is made)."""
         self.gateway = gateway
-        for kind, handler in self._routes.items():
-            gateway.route(kind, handler)
+        for topic, handler in self._routes.items():
+            gateway.route(topic, handler)
         gateway.on_subscribe(self._subscribed)
         gateway.on_connection(self.connection)
 
-    def route(self, kind: PublishRoute, handler: RouteHandler) -> None:
-        """Handle device messages on ``kind``'s topics (state, command response, job update)."""
+    def route(self, topic: DeviceTopic, handler: RouteHandler) -> None:
+        """Handle device messages on ``topic`` (a state report, command response, job update)."""
 
         async def handle(message: DevicePublish) -> None:
             self.activity(message.identity)
             await handler(message)
 
-        self._routes[kind] = handle
+        self._routes[topic] = handle
         if self.gateway is not None:
-            self.gateway.route(kind, handle)
+            self.gateway.route(topic, handle)
 
     def on_activity(self, hook: ActivityHook) -> None:
         """Call ``hook(identity)`` whenever a device is heard from outside telemetry ingest."""

@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from roost.config import Settings
 from roost.core import redaction
-from roost.core.context import ServiceDeps
 from roost.core.ratelimit import FailureLimiter
 from roost.errors import RateLimited
 
@@ -146,8 +146,7 @@ class DeviceUse:
 class DeviceLimits:
     """The abuse limits of this process (see the module docstring)."""
 
-    def __init__(self, deps: ServiceDeps) -> None:
-        settings = deps.settings
+    def __init__(self, settings: Settings) -> None:
         self.rules = RateRules(
             max(settings.device_max_messages_per_s, 0.0), max(settings.device_max_bytes_per_s, 0.0)
         )

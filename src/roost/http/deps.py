@@ -1,15 +1,20 @@
-"""FastAPI dependencies: the running Roost, the authenticated actor, paging parameters."""
+"""FastAPI dependencies of every room: the running Roost, the authenticated user, paging.
+
+The HTTP shell knows no capability. A room's router types the running Roost with a Protocol of
+what its routes use (``RoostDep = Annotated[Services, Depends(get_roost)]``), so it depends on the
+services it calls, not on the runtime that wires them. Users are authenticated through the
+:class:`UserAuthenticator` port, which the identity room's service implements.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roost.core.access import Actor
 from roost.errors import AuthenticationFailed
-from roost.runtime import Roost
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
 _bearer = HTTPBearer(
@@ -18,17 +23,31 @@ _bearer = HTTPBearer(
 )
 
 
-def get_roost(request: Request) -> Roost:
-    """The Roost instance serving this app."""
-    roost: Roost = request.app.state.roost
-    return roost
+class UserAuthenticator(Protocol):
+    """Turns a bearer credential into the acting user (the identity service)."""
+
+    async def authenticate(self, credential: str, *, allow_consumer: bool = False) -> Actor:
+        """The actor holding ``credential`` (401 when it is missing or invalid)."""
+        ...
+
+    async def act_in_tenant(self, actor: Actor, tenant_id: str) -> Actor:
+        """The superuser ``actor`` acting inside ``tenant_id``."""
+        ...
 
 
-RoostDep = Annotated[Roost, Depends(get_roost)]
+def get_roost(request: Request) -> Any:
+    """The Roost serving this app (each router types it with the Protocol of what it uses)."""
+    return request.app.state.roost
+
+
+def user_authenticator(request: Request) -> UserAuthenticator:
+    """The identity service of the Roost serving this app."""
+    users: UserAuthenticator = request.app.state.roost.identity
+    return users
 
 
 async def get_actor(
-    roost: RoostDep,
+    users: Annotated[UserAuthenticator, Depends(user_authenticator)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     x_roost_tenant: Annotated[
         str | None, Header(description="Superuser only: act inside this tenant")
@@ -37,13 +56,22 @@ async def get_actor(
     """The caller, from ``Authorization: Bearer``; 401 when missing, malformed or invalid."""
     if credentials is None or not credentials.credentials:
         raise AuthenticationFailed("send Authorization: Bearer <login token or API key>")
-    actor = await roost.identity.authenticate(credentials.credentials)
+    actor = await users.authenticate(credentials.credentials)
     if x_roost_tenant:
-        actor = await roost.identity.act_in_tenant(actor, x_roost_tenant)
+        actor = await users.act_in_tenant(actor, x_roost_tenant)
     return actor
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def websocket_token(websocket: WebSocket) -> str | None:
+    """A user's bearer token at upgrade: the Authorization header, or ?token= for browsers."""
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return websocket.query_params.get("token") or None
 
 
 def page_params(

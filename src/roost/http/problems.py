@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from roost.errors import RateLimited, RoostError, Unavailable
 
@@ -57,6 +58,18 @@ def problem(
         all_headers.setdefault("WWW-Authenticate", "Bearer")
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=all_headers
+    )
+
+
+async def deny(websocket: WebSocket, exc: RoostError) -> None:
+    """Refuse a WebSocket upgrade with the HTTP status and problem+json of ``exc``."""
+    headers = (
+        {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, RateLimited | Unavailable)
+        else None
+    )
+    await websocket.send_denial_response(
+        problem(exc.status, exc.detail, title=exc.title, headers=headers)
     )
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roost import __version__
-from roost.http.deps import RoostDep
+from roost.http.deps import get_roost
+from roost.store.database import Database
+
+
+class Services(Protocol):
+    """What the system routes use of the running Roost."""
+
+    @property
+    def db(self) -> Database: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["system"])
 

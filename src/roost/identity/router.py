@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from roost.errors import InvalidInput
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.identity.schemas import (
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyOut,
+    LoginIn,
+    LoginOut,
+    RoleName,
+    TenantIn,
+    TenantOut,
+    TenantPatch,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
+from roost.identity.service import IdentityService
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the identity routes use of the running Roost."""
+
+    @property
+    def identity(self) -> IdentityService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["identity"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -22,12 +48,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/auth/login",
-    response_model=s.LoginOut,
+    response_model=LoginOut,
     operation_id="login",
     summary="Exchange a username and password for a token",
     responses={401: {"model": s.Problem}, 429: {"model": s.Problem}},
 )
-async def login(roost: RoostDep, request: Request, body: s.LoginIn) -> dict[str, Any]:
+async def login(roost: RoostDep, request: Request, body: LoginIn) -> dict[str, Any]:
     address = request.client.host if request.client else "unknown"
     result = await roost.identity.login(body.username, body.password, address)
     return {"token": result.token, "expires_at": result.expires_at, "user": result.user}
@@ -44,7 +70,7 @@ async def logout(roost: RoostDep, actor: ActorDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/me", response_model=s.UserOut, operation_id="whoami", summary="The calling user")
+@router.get("/me", response_model=UserOut, operation_id="whoami", summary="The calling user")
 async def whoami(roost: RoostDep, actor: ActorDep) -> dict[str, Any]:
     if actor.user_id is None:
         raise InvalidInput("this credential is not a user")
@@ -56,7 +82,7 @@ async def whoami(roost: RoostDep, actor: ActorDep) -> dict[str, Any]:
 
 @router.get(
     "/tenants",
-    response_model=s.Page[s.TenantOut],
+    response_model=s.Page[TenantOut],
     operation_id="list_tenants",
     summary="List tenants (superuser)",
     responses=ERRORS,
@@ -72,13 +98,13 @@ async def list_tenants(
 
 @router.post(
     "/tenants",
-    response_model=s.TenantOut,
+    response_model=TenantOut,
     status_code=201,
     operation_id="create_tenant",
     summary="Create a tenant, optionally with its first admin (superuser)",
     responses=ERRORS,
 )
-async def create_tenant(roost: RoostDep, actor: ActorDep, body: s.TenantIn) -> dict[str, Any]:
+async def create_tenant(roost: RoostDep, actor: ActorDep, body: TenantIn) -> dict[str, Any]:
     return await roost.identity.create_tenant(
         actor,
         body.id,
@@ -91,7 +117,7 @@ async def create_tenant(roost: RoostDep, actor: ActorDep, body: s.TenantIn) -> d
 
 @router.get(
     "/tenants/{tenant_id}",
-    response_model=s.TenantOut,
+    response_model=TenantOut,
     operation_id="get_tenant",
     summary="Get a tenant",
     responses=ERRORS,
@@ -102,13 +128,13 @@ async def get_tenant(roost: RoostDep, actor: ActorDep, tenant_id: str) -> dict[s
 
 @router.patch(
     "/tenants/{tenant_id}",
-    response_model=s.TenantOut,
+    response_model=TenantOut,
     operation_id="update_tenant",
     summary="Rename a tenant (superuser)",
     responses=ERRORS,
 )
 async def update_tenant(
-    roost: RoostDep, actor: ActorDep, tenant_id: str, body: s.TenantPatch
+    roost: RoostDep, actor: ActorDep, tenant_id: str, body: TenantPatch
 ) -> dict[str, Any]:
     return await roost.identity.update_tenant(actor, tenant_id, body.model_dump(exclude_unset=True))
 
@@ -130,7 +156,7 @@ async def delete_tenant(roost: RoostDep, actor: ActorDep, tenant_id: str) -> Res
 
 @router.get(
     "/users",
-    response_model=s.Page[s.UserOut],
+    response_model=s.Page[UserOut],
     operation_id="list_users",
     summary="List the tenant's users (admin)",
     responses=ERRORS,
@@ -139,7 +165,7 @@ async def list_users(
     roost: RoostDep,
     actor: ActorDep,
     page: PageDep,
-    role: Annotated[s.RoleName | None, Query()] = None,
+    role: Annotated[RoleName | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[dict[str, Any]]:
     return await roost.identity.list_users(actor, page, role=role, q=q)
@@ -147,13 +173,13 @@ async def list_users(
 
 @router.post(
     "/users",
-    response_model=s.UserOut,
+    response_model=UserOut,
     status_code=201,
     operation_id="create_user",
     summary="Add a user to the tenant (admin)",
     responses=ERRORS,
 )
-async def create_user(roost: RoostDep, actor: ActorDep, body: s.UserIn) -> dict[str, Any]:
+async def create_user(roost: RoostDep, actor: ActorDep, body: UserIn) -> dict[str, Any]:
     return await roost.identity.create_user(
         actor, body.username, body.password, body.role, body.tenant
     )
@@ -161,7 +187,7 @@ async def create_user(roost: RoostDep, actor: ActorDep, body: s.UserIn) -> dict[
 
 @router.get(
     "/users/{user_id}",
-    response_model=s.UserOut,
+    response_model=UserOut,
     operation_id="get_user",
     summary="Get a user",
     responses=ERRORS,
@@ -172,13 +198,13 @@ async def get_user(roost: RoostDep, actor: ActorDep, user_id: int) -> dict[str, 
 
 @router.patch(
     "/users/{user_id}",
-    response_model=s.UserOut,
+    response_model=UserOut,
     operation_id="update_user",
     summary="Change a user's role, password or disabled flag",
     responses=ERRORS,
 )
 async def update_user(
-    roost: RoostDep, actor: ActorDep, user_id: int, body: s.UserPatch
+    roost: RoostDep, actor: ActorDep, user_id: int, body: UserPatch
 ) -> dict[str, Any]:
     return await roost.identity.update_user(actor, user_id, body.model_dump(exclude_unset=True))
 
@@ -200,7 +226,7 @@ async def delete_user(roost: RoostDep, actor: ActorDep, user_id: int) -> Respons
 
 @router.get(
     "/api-keys",
-    response_model=s.Page[s.ApiKeyOut],
+    response_model=s.Page[ApiKeyOut],
     operation_id="list_api_keys",
     summary="Your API keys (an admin sees all of the tenant's)",
 )
@@ -210,13 +236,13 @@ async def list_api_keys(roost: RoostDep, actor: ActorDep, page: PageDep) -> Page
 
 @router.post(
     "/api-keys",
-    response_model=s.ApiKeyCreated,
+    response_model=ApiKeyCreated,
     status_code=201,
     operation_id="create_api_key",
     summary="Create an API key (the key is shown once)",
     responses=ERRORS,
 )
-async def create_api_key(roost: RoostDep, actor: ActorDep, body: s.ApiKeyIn) -> dict[str, Any]:
+async def create_api_key(roost: RoostDep, actor: ActorDep, body: ApiKeyIn) -> dict[str, Any]:
     row, key = await roost.identity.create_api_key(actor, body.name, body.role, body.expires_at)
     return {**row, "key": key}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
+from roost.audit.tables import audit_log
 from roost.config import Settings
 from roost.core.access import Actor, Role
 from roost.core.ids import TENANT_RULE, is_tenant_slug
@@ -30,11 +31,10 @@ from roost.identity.passwords import (
     hash_password_async,
     verify_password_async,
 )
+from roost.identity.tables import api_keys, tenants, users
 from roost.identity.tokens import issue_user_token, verify_user_token
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
-from roost.store.schema import api_keys, audit_log, tenants, users
-from roost.telemetry.consumers import service as consumers
 
 DEFAULT_TENANT = "default"
 SUPERUSER = "admin"
@@ -87,6 +87,10 @@ def check_password_rule(password: str) -> None:
         raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
 
 
+#: Whether a bearer credential is of a registered kind, and the check that turns it into its actor.
+KeyKind = tuple[Callable[[str], bool], Callable[[str], Awaitable[Actor]]]
+
+
 class IdentityService:
     """Everything about who may call Roost."""
 
@@ -104,6 +108,15 @@ class IdentityService:
         self._address_limiter = FailureLimiter(
             settings.login_max_failures * ADDRESS_FAILURE_FACTOR, settings.login_window_s
         )
+        self._consumer_keys: list[KeyKind] = []
+
+    def accept_consumer_keys(
+        self, recognises: Callable[[str], bool], verify: Callable[[str], Awaitable[Actor]]
+    ) -> None:
+        """Take bearer credentials that ``recognises`` as consumer keys, checked by ``verify``.
+
+        The consumers room registers its keys here (identity knows no consumer table)."""
+        self._consumer_keys.append((recognises, verify))
 
     # -- first start -------------------------------------------------------------------------
 
@@ -194,13 +207,14 @@ class IdentityService:
         A consumer key is accepted only where the caller says so (the read doors of telemetry):
         anywhere else it is refused with 403, so a new route is closed to consumers by default.
         """
-        if consumers.looks_like_consumer_key(credential):
-            actor = await consumers.authenticate_consumer_key(self.db, self.secret_key, credential)
-            if not allow_consumer:
-                raise PermissionDenied(
-                    "a consumer key only reads telemetry, events and live streams of its grants"
-                )
-            return actor
+        for recognises, verify in self._consumer_keys:
+            if recognises(credential):
+                actor = await verify(credential)
+                if not allow_consumer:
+                    raise PermissionDenied(
+                        "a consumer key only reads telemetry, events and live streams of its grants"
+                    )
+                return actor
         if apikeys.looks_like_api_key(credential):
             return await self._authenticate_api_key(credential)
         claims = verify_user_token(self.secret_key, credential)

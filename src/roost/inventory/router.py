@@ -1,13 +1,40 @@
 """CRUD routes for customers, sites, manufacturers, device models, firmware and groups."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel
 
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import ActorDep, get_roost
+from roost.inventory.schemas import (
+    CustomerIn,
+    CustomerOut,
+    CustomerParams,
+    CustomerPatch,
+    DeviceModelIn,
+    DeviceModelOut,
+    DeviceModelParams,
+    DeviceModelPatch,
+    FirmwareIn,
+    FirmwareOut,
+    FirmwareParams,
+    FirmwarePatch,
+    GroupIn,
+    GroupOut,
+    GroupParams,
+    GroupPatch,
+    ManufacturerIn,
+    ManufacturerOut,
+    ManufacturerParams,
+    ManufacturerPatch,
+    SiteIn,
+    SiteOut,
+    SiteParams,
+    SitePatch,
+)
+from roost.inventory.service import InventoryService
 
 
 def crud_router(
@@ -96,43 +123,53 @@ def crud_router(
     return router
 
 
+class Services(Protocol):
+    """What the inventory routes use of the running Roost."""
+
+    @property
+    def inventory(self) -> InventoryService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
+
 ROUTERS = [
     crud_router(
         "customer",
         "customers",
         "inventory",
-        s.CustomerIn,
-        s.CustomerPatch,
-        s.CustomerOut,
-        p.CustomerParams,
+        CustomerIn,
+        CustomerPatch,
+        CustomerOut,
+        CustomerParams,
     ),
-    crud_router("site", "sites", "inventory", s.SiteIn, s.SitePatch, s.SiteOut, p.SiteParams),
+    crud_router("site", "sites", "inventory", SiteIn, SitePatch, SiteOut, SiteParams),
     crud_router(
         "manufacturer",
         "manufacturers",
         "inventory",
-        s.ManufacturerIn,
-        s.ManufacturerPatch,
-        s.ManufacturerOut,
-        p.ManufacturerParams,
+        ManufacturerIn,
+        ManufacturerPatch,
+        ManufacturerOut,
+        ManufacturerParams,
     ),
     crud_router(
         "device_model",
         "device-models",
         "inventory",
-        s.DeviceModelIn,
-        s.DeviceModelPatch,
-        s.DeviceModelOut,
-        p.DeviceModelParams,
+        DeviceModelIn,
+        DeviceModelPatch,
+        DeviceModelOut,
+        DeviceModelParams,
     ),
     crud_router(
         "firmware",
         "firmware",
         "inventory",
-        s.FirmwareIn,
-        s.FirmwarePatch,
-        s.FirmwareOut,
-        p.FirmwareParams,
+        FirmwareIn,
+        FirmwarePatch,
+        FirmwareOut,
+        FirmwareParams,
     ),
-    crud_router("group", "groups", "groups", s.GroupIn, s.GroupPatch, s.GroupOut, p.GroupParams),
+    crud_router("group", "groups", "groups", GroupIn, GroupPatch, GroupOut, GroupParams),
 ]

@@ -23,9 +23,7 @@ from roost.core.access import Actor, Role
 from roost.core.ids import SLUG_RULE, generate_id, is_slug
 from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
 from roost.inventory.rules import validate_filter
-from roost.store.database import Database
-from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
-from roost.store.schema import (
+from roost.inventory.tables import (
     customers,
     device_models,
     devices,
@@ -35,6 +33,8 @@ from roost.store.schema import (
     manufacturers,
     sites,
 )
+from roost.store.database import Database
+from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
 
 Check = Callable[[dict[str, Any]], None]
 

@@ -10,15 +10,27 @@ optional long-poll ``?wait=``), ``/device/jobs/start-next``, ``/device/jobs/{job
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from pydantic import AwareDatetime, Field
 
+from roost.credentials.dependencies import DeviceDep
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.jobs.service import JobService
 from roost.store.queries import Page
-from roost.telemetry.ingest.router import DeviceDep
+
+
+class Services(Protocol):
+    """What the job routes use of the running Roost."""
+
+    @property
+    def jobs(self) -> JobService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["jobs"])
 

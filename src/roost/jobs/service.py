@@ -40,10 +40,13 @@ from roost.audit import service as audit
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
+from roost.core.devicelink import DevicePublish
 from roost.core.ids import generate_id
 from roost.core.lifecycle import EXECUTION_TERMINAL, ExecutionStatus
 from roost.errors import Conflict, InvalidInput, NotFound, RoostError
 from roost.inventory.service import check_id
+from roost.inventory.tables import devices
+from roost.jobs import mqtt as topics
 from roost.jobs import store
 from roost.jobs.passes import JobPasses
 from roost.jobs.rules import (
@@ -57,10 +60,8 @@ from roost.jobs.rules import (
     parse_start_options,
 )
 from roost.jobs.tables import job_executions, jobs
-from roost.mqtt.ports import DevicePublish
-from roost.mqtt.topics import PublishRoute, topic_matches
+from roost.mqtt.topics import topic_matches
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one
-from roost.store.schema import devices
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,9 @@ class JobService:
     async def start(self) -> None:
         """Register MQTT routes, hooks and the jobs timer (server only)."""
         link = self.deps.link
-        link.route(PublishRoute.JOB_UPDATE, self._mqtt_update)
-        link.route(PublishRoute.JOB_GET, self._mqtt_get)
-        link.route(PublishRoute.JOB_START_NEXT, self._mqtt_start_next)
+        link.route(topics.UPDATE, self._mqtt_update)
+        link.route(topics.GET, self._mqtt_get)
+        link.route(topics.START_NEXT, self._mqtt_start_next)
         link.on_subscribe(self._subscribed)
         link.on_connection(self._connection)
         self.deps.scheduler.every(TIMER, self.deps.settings.timer_check_s, self.passes.run_pass)

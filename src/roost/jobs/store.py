@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from roost.core.lifecycle import ExecutionStatus, execution_move
 from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
 from roost.inventory.devices.service import group_condition
+from roost.inventory.tables import device_tags, devices, groups
 from roost.jobs.rollout import parse_retries, retry_allowed
 from roost.jobs.rules import DeviceUpdate, JobStatus, Targets
 from roost.jobs.tables import job_executions, jobs
 from roost.store.queries import as_dicts, fetch_one
-from roost.store.schema import device_tags, devices, groups
 
 # Pending executions listed to a device at once (AWS lists up to 100 per notification page).
 MAX_LISTED = 100

@@ -1,4 +1,4 @@
-"""Tables of jobs (issue 4); part of :data:`roost.store.schema.metadata`.
+"""Tables of jobs (issue 4); part of :data:`roost.store.metadata.metadata`.
 
 A job's timers are columns, so a restart resumes them: ``release_tat`` is the rollout's stored
 rate state (see :mod:`roost.jobs.rollout`), ``schedule_at`` / ``end_at`` bound it, and each
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import Json, UTCDateTime, metadata
+from roost.store.metadata import Json, UTCDateTime, metadata
 
 jobs = sa.Table(
     "jobs",

@@ -7,8 +7,10 @@ kept between connections for persistent clients). Its API for the rest of Roost:
 * ``deliver(device_pk, topic, payload, qos) -> bool`` publishes to the device's sessions whose
   subscriptions match (QoS = min(requested, granted)); QoS 1/2 copies are queued for a persistent
   session that is offline and resent with DUP after a reconnect. False when no session took it.
-* ``route(kind, handler)`` registers the handler for device PUBLISHes on state, command-response
-  and job-update topics (:class:`~roost.mqtt.topics.PublishRoute`).
+* ``route(topic, handler)`` registers the handler for device PUBLISHes on a topic a capability
+  declared (:class:`~roost.core.devicelink.DeviceTopic`): a state report, a command response, a
+  job update. The gateway's :class:`~roost.mqtt.topics.DeviceTopics` table, filled by the
+  runtime with every room's declarations, is its ACL; it knows no capability itself.
 * ``on_subscribe(hook)`` calls ``hook(identity, topic_filter)`` after a granted SUBSCRIBE (to send
   the current delta or pending jobs).
 * ``on_connection(hook)`` calls ``hook(identity, True)`` after a connection's CONNACK and
@@ -80,25 +82,24 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core.devicelink import DevicePublish, DeviceTopic, RouteHandler
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.core.limits import source_host
 from roost.mqtt import outbound
 from roost.mqtt.decoder import MQTTDecoder
+from roost.mqtt.host import GatewayConfig
 from roost.mqtt.inbound import run_handler
 from roost.mqtt.packets import PROTOCOL_V5, Properties, ReasonCode, Will
-from roost.mqtt.ports import DeviceAuthenticator, DevicePublish, IngestPort, Link, RouteHandler
+from roost.mqtt.ports import DeviceAuthenticator, IngestPort, Link
 from roost.mqtt.session import MQTTSession
 from roost.mqtt.state import PendingWill, SessionState
-from roost.mqtt.topics import PublishRoute, publish_route
+from roost.mqtt.topics import DeviceTopics
 
 if TYPE_CHECKING:
-    from roost.config import Settings
     from roost.core.device_identity import DeviceIdentity
     from roost.core.limits import DeviceLimits
-    from roost.runtime import Roost
 
 log = logging.getLogger(__name__)
 
@@ -111,45 +112,6 @@ ConnectionHook = Callable[["DeviceIdentity", bool], None]
 
 _WILL_TIMER: Final = 1
 _EXPIRY_TIMER: Final = 2
-_KINDS: Final = {
-    PublishRoute.TELEMETRY: IngestKind.TELEMETRY,
-    PublishRoute.EVENTS: IngestKind.EVENTS,
-    PublishRoute.AUTO: IngestKind.AUTO,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    """The gateway's limits; :meth:`from_settings` takes the tunable ones from Roost settings."""
-
-    max_packet_size: int = 1024 * 1024
-    max_keep_alive_s: int = 1200
-    max_session_expiry_s: int = 24 * 3600
-    max_queued_messages: int = 100
-    # Unacknowledged QoS 1/2 PUBLISHes a client may have in flight to us (v5 Receive Maximum).
-    # 256 covers a group commit's few ms at thousands of messages/s per connection, and bounds
-    # the acknowledgements one connection can make us hold.
-    receive_maximum: int = 256
-    # Our in-flight window towards a 3.1.1 client (it cannot tell us its own).
-    outbound_inflight_v311: int = 20
-    # Topic aliases a v5 client may set up: a handful covers a device's few uplink topics.
-    topic_alias_maximum: int = 8
-    # Subscriptions per session: a device needs four or five.
-    max_subscriptions: int = 32
-    # MQTT 3.1.1 asks servers to allow 23 characters; 256 fits any UUID-style scheme.
-    max_client_id_length: int = 256
-    # A connection that has not sent CONNECT by then is closed (slowloris guard).
-    connect_timeout_s: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GatewayConfig:
-        """The configuration a Roost process runs with."""
-        return cls(
-            max_packet_size=settings.mqtt_max_packet_bytes,
-            max_keep_alive_s=settings.mqtt_max_keepalive_s,
-            max_session_expiry_s=settings.mqtt_max_session_expiry_s,
-            max_queued_messages=settings.mqtt_max_queued_messages,
-        )
 
 
 class Gateway:
@@ -161,6 +123,7 @@ class Gateway:
         ingest: IngestPort,
         config: GatewayConfig | None = None,
         *,
+        topics: DeviceTopics | None = None,
         clock: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.time_ns,
         wall_clock: Callable[[], float] = time.time,
@@ -172,7 +135,10 @@ class Gateway:
         self.clock_ns = clock_ns
         self.wall_clock = wall_clock
         self.connections: set[MQTTSession] = set()
-        self.routes: dict[PublishRoute, RouteHandler] = {}
+        # The device ACL: the topics the capabilities declared (empty: a device may publish
+        # nowhere), and the handlers their services bound to the non-ingest ones.
+        self.topics = topics if topics is not None else DeviceTopics()
+        self.routes: dict[DeviceTopic, RouteHandler] = {}
         self._states: dict[int, dict[str, SessionState]] = {}
         self._timers: list[tuple[float, int, int, SessionState, int]] = []
         self._timer_seq = itertools.count()
@@ -199,11 +165,13 @@ class Gateway:
         self.connections.add(session)
         return session
 
-    def route(self, kind: PublishRoute, handler: RouteHandler) -> None:
-        """Handle device PUBLISHes on ``kind``'s topics with ``handler`` (replacing any)."""
-        if kind.is_ingest:
-            raise ValueError(f"{kind} messages go to the ingest service")
-        self.routes[kind] = handler
+    def route(self, topic: DeviceTopic, handler: RouteHandler) -> None:
+        """Handle device PUBLISHes on ``topic`` with ``handler`` (replacing any)."""
+        if topic.is_ingest:
+            raise ValueError(f"{topic.template} messages go to the ingest service")
+        if all(topic is not declared for declared in self.topics.topics):
+            raise ValueError(f"{topic.template} is not a declared device topic")
+        self.routes[topic] = handler
 
     def on_subscribe(self, hook: SubscribeHook) -> None:
         """Call ``hook(identity, topic_filter)`` after each granted subscription."""
@@ -473,15 +441,15 @@ class Gateway:
 
     def publish_will(self, identity: DeviceIdentity, ctx: Any, will: Will) -> None:
         """Publish a will as if the device had sent it: same ACL, same ingest or handler."""
-        route = publish_route(identity.device_id, will.topic)
+        route = self.topics.publish_route(identity.device_id, will.topic)
         if route is None:
             log.warning(
                 "will of %s to %r is not an allowed topic; dropped", identity.device_id, will.topic
             )
             return
         recv_ns = self.clock_ns()
-        if route.is_ingest:
-            kind = _KINDS[route]
+        if route.ingest is not None:
+            kind = route.ingest
             outcome = self.ingest.try_submit(ctx, kind, will.payload, recv_ns)
             if outcome is None or outcome.busy:
                 self.spawn(self._will_slow(ctx, kind, will, recv_ns, outcome))
@@ -510,13 +478,3 @@ class Gateway:
         if outcome.errors:
             log.info("will on %s refused: %s", will.topic, outcome.errors[0])
             self.record_refusal(ctx, will.topic, outcome.errors, recv_ns)
-
-
-def gateway_for(roost: Roost) -> Gateway:
-    """The Roost's gateway, made on first use (the TCP listener and ``/mqtt`` share it)."""
-    if roost.mqtt_gateway is None:
-        config = GatewayConfig.from_settings(roost.settings)
-        roost.mqtt_gateway = Gateway(roost.device_auth, roost.ingest, config)
-        roost.mqtt_gateway.limits = roost.limits
-        roost.link.attach(roost.mqtt_gateway)
-    return roost.mqtt_gateway

@@ -3,12 +3,13 @@
 These handlers run inside :class:`~roost.mqtt.session.MQTTSession`'s dispatch; they are kept
 apart so that the session module holds the connection's life and this one the message rules.
 
-PUBLISH, by topic (:func:`roost.mqtt.topics.publish_route`):
+PUBLISH, by topic (:meth:`roost.mqtt.topics.DeviceTopics.publish_route`: what the capabilities
+declared):
 
-* telemetry, events, the bare device id → ``ingest.try_submit``; acknowledged (PUBACK / PUBREC)
-  in order once the ticket completes, i.e. once the data is durable;
-* state/reported, commands/{cmd}/response, jobs/{job}/update → the handler registered with
-  ``gateway.route(kind, handler)``, acknowledged once it returns;
+* a topic with an ingest kind (telemetry, events, the bare device id) → ``ingest.try_submit``;
+  acknowledged (PUBACK / PUBREC) in order once the ticket completes, i.e. once the data is durable;
+* any other declared topic (state/reported, commands/{cmd}/response, jobs/{job}/update, ...) →
+  the handler registered with ``gateway.route(topic, handler)``, acknowledged once it returns;
 * anything else → refused (see :mod:`roost.mqtt.gateway` for every code).
 """
 
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core.devicelink import DevicePublish, DeviceTopic, RouteHandler
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.core.limits import MESSAGES_EXCEEDED, exceeded_reason
 from roost.errors import InvalidInput, PermissionDenied
@@ -34,8 +36,7 @@ from roost.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
-from roost.mqtt.ports import DevicePublish, RouteHandler
-from roost.mqtt.topics import PublishRoute, may_subscribe, publish_route, validate_topic_filter
+from roost.mqtt.topics import validate_topic_filter
 from roost.mqtt.wire import _pack_BBH
 
 if TYPE_CHECKING:
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_KINDS: Final = {
-    PublishRoute.TELEMETRY: IngestKind.TELEMETRY,
-    PublishRoute.EVENTS: IngestKind.EVENTS,
-    PublishRoute.AUTO: IngestKind.AUTO,
-}
 NOT_SUPPORTED_YET: Final = "not supported yet"
 
 
@@ -81,13 +77,13 @@ def on_publish(session: MQTTSession, pkt: Publish) -> None:
         route = session.last_route
     else:
         assert session.identity is not None
-        route = publish_route(session.identity.device_id, topic)
+        route = session.gateway.topics.publish_route(session.identity.device_id, topic)
         session.last_topic = topic
         session.last_route = route
     if route is None:
         _forbidden(session, pkt, topic)
-    elif route.is_ingest:
-        _ingest(session, pkt, topic, _KINDS[route])
+    elif route.ingest is not None:
+        _ingest(session, pkt, topic, route.ingest)
     else:
         _routed(session, pkt, topic, route)
 
@@ -247,10 +243,10 @@ def _refused(
 # -- routed topics (state, commands, jobs) ----------------------------------------------------
 
 
-def _routed(session: MQTTSession, pkt: Publish, topic: str, route: PublishRoute) -> None:
+def _routed(session: MQTTSession, pkt: Publish, topic: str, route: DeviceTopic) -> None:
     handler = session.gateway.routes.get(route)
     if handler is None:
-        log.info("%r: no handler for %s messages yet (topic %s)", session, route.value, topic)
+        log.info("%r: no handler for %s messages yet (topic %s)", session, route.template, topic)
         if session.level == PROTOCOL_V5:
             _ack(session, pkt, None, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, NOT_SUPPORTED_YET)
         else:
@@ -314,7 +310,7 @@ def on_subscribe(session: MQTTSession, pkt: Subscribe) -> None:
             continue
         if topic_filter.startswith("$share/"):
             codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-        elif not may_subscribe(identity.device_id, topic_filter):
+        elif not session.gateway.topics.may_subscribe(identity.device_id, topic_filter):
             log.info("%r: not authorized to subscribe to %r", session, topic_filter)
             codes.append(ReasonCode.NOT_AUTHORIZED)
         elif len(state.subscriptions or ()) >= config.max_subscriptions and topic_filter not in (

@@ -6,13 +6,13 @@
   :mod:`roost.core.ingest` for the contract of ``try_submit`` / ``submit``).
 * :class:`Link` is the byte pipe of one connection: an asyncio transport, a WebSocket, or a
   recording fake in the tests.
-* :data:`RouteHandler` handles a device PUBLISH on a state, command or job topic (issue 4).
+* Route handlers (:data:`roost.core.devicelink.RouteHandler`) handle a device PUBLISH on a topic
+  a capability declared (:class:`roost.core.devicelink.DeviceTopic`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from roost.core.device_identity import DeviceIdentity
@@ -90,20 +90,3 @@ class Link(Protocol):
     def peer_certificate(self) -> bytes | None:
         """The client certificate (DER) the TLS layer verified, or None."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class DevicePublish:
-    """A device's PUBLISH on a routed (non-ingest) topic, as a route handler receives it."""
-
-    identity: DeviceIdentity
-    topic: str
-    payload: bytes
-    qos: int
-    recv_ns: int
-
-
-#: ``await handler(message)``; returning means handled (the device gets its acknowledgement),
-#: raising ``roost.errors.InvalidInput`` refuses the payload (v5 reason 0x99), ``PermissionDenied``
-#: refuses as not authorized (0x87), anything else is an unspecified error (0x80).
-RouteHandler = Callable[[DevicePublish], Awaitable[None]]

@@ -2,9 +2,9 @@
 
 :class:`MQTTSession` is fed the bytes a connection received (:meth:`MQTTSession.feed`) and acts
 through three small ports: the :class:`~roost.mqtt.ports.Link` it writes to and pauses, the ingest
-port, and its :class:`~roost.mqtt.gateway.Gateway` (authentication, the session registry, route
-handlers). It never touches a socket or the clock itself (the gateway's clocks are injected), so
-the tests drive it with byte strings.
+port, and its gateway as a :class:`~roost.mqtt.host.SessionHost` (authentication, the session
+registry, route handlers), never importing the gateway. It never touches a socket or the clock
+itself (the gateway's clocks are injected), so the tests drive it with byte strings.
 
 Life of a connection: CONNECT is authenticated asynchronously (reading is paused meanwhile, and
 packets that arrived behind it wait in a backlog), then the gateway attaches the connection to its
@@ -59,7 +59,7 @@ from roost.mqtt.wire import _pack_BBH
 if TYPE_CHECKING:
     from roost.core.device_identity import DeviceIdentity
     from roost.core.limits import DeviceUse
-    from roost.mqtt.gateway import Gateway
+    from roost.mqtt.host import SessionHost
     from roost.mqtt.ports import Link
     from roost.mqtt.state import SessionState
 
@@ -123,7 +123,7 @@ class MQTTSession:
         "will",
     )
 
-    def __init__(self, gateway: Gateway, link: Link, peer: str = "") -> None:
+    def __init__(self, gateway: SessionHost, link: Link, peer: str = "") -> None:
         self.gateway = gateway
         self._link = link
         self.peer = peer

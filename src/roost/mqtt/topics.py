@@ -1,15 +1,16 @@
 """MQTT topic names and filters: syntax, matching, and what a Roost device may use.
 
 The first half is plain MQTT (names, filters, shared subscriptions, wildcard matching); the second
-half is Roost's device ACL (DESIGN.md section 3): the pure functions the gateway asks before it
-lets a device publish to a topic or subscribe to a filter.
+half is the device ACL (DESIGN.md section 3): the table of the topics the capabilities declared,
+which the gateway asks before it lets a device publish to a topic or subscribe to a filter.
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Iterable
 from typing import Final
 
+from roost.core.devicelink import DeviceTopic
 from roost.mqtt.packets import MQTTProtocolError, ReasonCode
 
 
@@ -75,93 +76,96 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# Roost's device ACL
+# The device ACL: the topics the capabilities declared
 # --------------------------------------------------------------------------------------
 
 
-class PublishRoute(enum.Enum):
-    """Where a device's PUBLISH goes, by topic (DESIGN.md section 3, "Telemetry in")."""
+#: The level of a template that stands for the device's own id.
+_ID: Final = "{id}"
 
-    TELEMETRY = "telemetry"  # devices/{id}/telemetry
-    EVENTS = "events"  # devices/{id}/events
-    AUTO = "auto"  # the bare {id} (seed convention): telemetry or events by shape
-    STATE_REPORTED = "state_reported"  # devices/{id}/state[/name/{name}]/reported
-    STATE_GET = "state_get"  # devices/{id}/state[/name/{name}]/get (answer on …/get/accepted)
-    COMMAND_RESPONSE = "command_response"  # devices/{id}/commands/{cmd}/response
-    JOB_UPDATE = "job_update"  # devices/{id}/jobs/{job}/update
-    JOB_GET = "job_get"  # devices/{id}/jobs/get (answer: the pending list on jobs/notify)
-    JOB_START_NEXT = "job_start_next"  # devices/{id}/jobs/start-next
+
+class DeviceTopics:
+    """Which topics a device may publish to and subscribe under: what the capabilities declared.
+
+    The gateway knows no capability. Each room declares its uplink topics
+    (:class:`~roost.core.devicelink.DeviceTopic`, e.g. ``devices/{id}/state/reported``) and its
+    downlink subtrees (``devices/{id}/state``, where the server publishes to the device); the
+    runtime puts them all in one table, which answers the two questions below for any device id.
+    """
+
+    def __init__(self, publish: Iterable[DeviceTopic] = (), subscribe: Iterable[str] = ()) -> None:
+        self._bare: DeviceTopic | None = None
+        self._by_levels: dict[int, list[tuple[tuple[str, ...], DeviceTopic]]] = {}
+        self._subtrees: list[tuple[str, ...]] = []
+        self._declared: list[DeviceTopic] = []
+        for topic in publish:
+            self.add(topic)
+        for template in subscribe:
+            self.allow_subscribe(template)
+
+    def add(self, topic: DeviceTopic) -> None:
+        """Let devices publish to ``topic`` (each template names ``{id}`` once, as a level)."""
+        for template in topic.templates:
+            levels = tuple(template.split("/"))
+            if levels.count(_ID) != 1 or any(_ID in lv and lv != _ID for lv in levels):
+                raise ValueError(f"a device topic names {_ID} once, as a level: {template!r}")
+            if levels == (_ID,):
+                self._bare = topic
+            else:
+                self._by_levels.setdefault(len(levels), []).append((levels, topic))
+        self._declared.append(topic)
+
+    def allow_subscribe(self, template: str) -> None:
+        """Let devices subscribe to any filter inside ``template``'s subtree (no wildcard in it)."""
+        levels = tuple(template.split("/"))
+        if _ID not in levels or "+" in levels or "#" in levels:
+            raise ValueError(f"a downlink subtree names {_ID} and no wildcard: {template!r}")
+        self._subtrees.append(levels)
 
     @property
-    def is_ingest(self) -> bool:
-        """True for the telemetry/events topics, which go to the ingest service."""
-        return self in _INGEST_ROUTES
+    def topics(self) -> list[DeviceTopic]:
+        """Every declared uplink topic."""
+        return list(self._declared)
 
+    def publish_route(self, device_id: str, topic: str) -> DeviceTopic | None:
+        """The declared topic ``topic`` is, when device ``device_id`` may publish to it, else None.
 
-_INGEST_ROUTES: Final = frozenset({PublishRoute.TELEMETRY, PublishRoute.EVENTS, PublishRoute.AUTO})
-
-_FOUR_LEVEL_ROUTES: Final = {
-    ("state", "reported"): PublishRoute.STATE_REPORTED,
-    ("state", "get"): PublishRoute.STATE_GET,
-    ("jobs", "get"): PublishRoute.JOB_GET,
-    ("jobs", "start-next"): PublishRoute.JOB_START_NEXT,
-}
-
-#: The subtrees of ``devices/{id}/`` a device may subscribe inside (any filter within them).
-SUBSCRIBE_SUBTREES: Final = frozenset({"commands", "state", "jobs"})
-
-
-def publish_route(device_id: str, topic: str) -> PublishRoute | None:
-    """The route of ``topic`` when device ``device_id`` may publish to it, else None.
-
-    Only the device's own topics qualify; another device's id, a ``$`` topic, an unknown
-    sub-topic or an empty level (``devices/x//telemetry``) all answer None.
-    """
-    if topic == device_id:
-        return PublishRoute.AUTO
-    parts = topic.split("/")
-    n = len(parts)
-    if n < 3 or parts[0] != "devices" or parts[1] != device_id:
+        Only the device's own topics qualify; another device's id, a ``$`` topic, an unknown
+        sub-topic or an empty level (``devices/x//telemetry``) all answer None.
+        """
+        if topic == device_id:
+            return self._bare
+        parts = topic.split("/")
+        for levels, declared in self._by_levels.get(len(parts), ()):
+            for want, have in zip(levels, parts, strict=True):
+                if want == _ID:
+                    if have != device_id:
+                        break
+                elif want == "+":
+                    if not have:
+                        break
+                elif want != have:
+                    break
+            else:
+                return declared
         return None
-    leaf = parts[2]
-    if n == 3:
-        if leaf == "telemetry":
-            return PublishRoute.TELEMETRY
-        if leaf == "events":
-            return PublishRoute.EVENTS
-        return None
-    if n == 4:
-        return _FOUR_LEVEL_ROUTES.get((leaf, parts[3]))
-    if n == 6 and leaf == "state" and parts[3] == "name" and parts[4]:
-        # A named state: devices/{id}/state/name/{name}/reported or …/get.
-        if parts[5] == "reported":
-            return PublishRoute.STATE_REPORTED
-        if parts[5] == "get":
-            return PublishRoute.STATE_GET
-        return None
-    if n == 5 and parts[3]:
-        if leaf == "commands" and parts[4] == "response":
-            return PublishRoute.COMMAND_RESPONSE
-        if leaf == "jobs" and parts[4] == "update":
-            return PublishRoute.JOB_UPDATE
-    return None
 
+    def may_subscribe(self, device_id: str, topic_filter: str) -> bool:
+        """Whether device ``device_id`` may subscribe to the (valid, non-shared) ``topic_filter``.
 
-def may_subscribe(device_id: str, topic_filter: str) -> bool:
-    """Whether device ``device_id`` may subscribe to the (valid, non-shared) ``topic_filter``.
-
-    A filter is allowed when every topic it can match lies inside the device's own
-    ``devices/{id}/commands``, ``devices/{id}/state`` or ``devices/{id}/jobs`` subtree, where the
-    server publishes commands, desired state and deltas, and job notifications and replies. So
-    ``devices/{id}/commands/#``, ``devices/{id}/jobs/+/update/accepted`` and
-    ``devices/{id}/state/delta`` are allowed; ``#``, ``devices/+/commands/#``,
-    ``devices/{id}/#`` and ``devices/{id}/telemetry`` are not. The server never publishes a
-    device's own uplink topics, so a filter that also covers them leaks nothing.
-    """
-    parts = topic_filter.split("/", 3)
-    return (
-        len(parts) >= 3
-        and parts[0] == "devices"
-        and parts[1] == device_id
-        and parts[2] in SUBSCRIBE_SUBTREES
-    )
+        A filter is allowed when every topic it can match lies inside one of the device's own
+        downlink subtrees (``devices/{id}/commands``, ``devices/{id}/state``, ...), where the
+        server publishes commands, desired state and deltas, and job notifications and replies.
+        So ``devices/{id}/commands/#``, ``devices/{id}/jobs/+/update/accepted`` and
+        ``devices/{id}/state/delta`` are allowed; ``#``, ``devices/+/commands/#``,
+        ``devices/{id}/#`` and ``devices/{id}/telemetry`` are not. The server never publishes a
+        device's own uplink topics, so a filter that also covers them leaks nothing.
+        """
+        parts = topic_filter.split("/")
+        for levels in self._subtrees:
+            if len(parts) >= len(levels) and all(
+                have == (device_id if want == _ID else want)
+                for want, have in zip(levels, parts, strict=False)
+            ):
+                return True
+        return False

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from roost.core.device_identity import CLIENT_CERTIFICATE_SCOPE_KEY
-from roost.mqtt.gateway import gateway_for
 
 if TYPE_CHECKING:
+    from roost.mqtt.gateway import Gateway
     from roost.mqtt.session import MQTTSession
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,22 @@ class WebSocketLink:
             session.feed(data)
 
 
-async def mqtt_websocket(websocket: WebSocket) -> None:
-    """The ``/mqtt`` endpoint: MQTT 3.1.1 / 5.0 over WebSocket."""
+def mqtt_websocket(gateway_of: Callable[[], Gateway]) -> Callable[[WebSocket], Awaitable[None]]:
+    """The ``/mqtt`` endpoint (MQTT 3.1.1 / 5.0 over WebSocket) of ``gateway_of()``'s gateway."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await serve_websocket(gateway_of(), websocket)
+
+    return endpoint
+
+
+async def serve_websocket(gateway: Gateway, websocket: WebSocket) -> None:
+    """Serve one MQTT-over-WebSocket connection with ``gateway``."""
     offered = websocket.scope.get("subprotocols") or []
     chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
     if chosen is None:
         await websocket.close(CLOSE_PROTOCOL_ERROR)
         return
-    gateway = gateway_for(websocket.app.state.roost)
     gateway.start()
     await websocket.accept(subprotocol=chosen)
     client = websocket.client

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from roost.http import params as p
-from roost.http.deps import ActorDep, PageDep, RoostDep
-from roost.http.schemas import DeviceStatus, Out
+from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.schemas import Out
+from roost.inventory.devices.schemas import DeviceFilters, DeviceStatus
+from roost.presence.service import PresenceService
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the presence routes use of the running Roost."""
+
+    @property
+    def presence(self) -> PresenceService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["presence"])
 
@@ -107,6 +119,6 @@ async def presence_history(
     description="Takes the device list's filters (site_id, model_id, group, tag, status, q…).",
 )
 async def fleet_summary(
-    roost: RoostDep, actor: ActorDep, query: Annotated[p.DeviceFilters, Query()]
+    roost: RoostDep, actor: ActorDep, query: Annotated[DeviceFilters, Query()]
 ) -> dict[str, Any]:
     return await roost.presence.summary(actor, query.device_query())

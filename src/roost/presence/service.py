@@ -42,11 +42,12 @@ from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
 from roost.errors import NotFound
-from roost.inventory.devices.service import DeviceQuery
+from roost.inventory.devices.service import DeviceQuery, DeviceService
+from roost.inventory.tables import device_models, devices
 from roost.presence.rules import SkewEstimator, effective_policy
 from roost.presence.tables import presence_history
+from roost.store.metadata import UTCDateTime
 from roost.store.queries import Page, PageRequest
-from roost.store.schema import UTCDateTime, device_models, devices
 from roost.telemetry.rules import ItemError, item_timestamp
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ class Change:
 class PresenceService:
     """Presence of every device (see the module docstring)."""
 
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, devices: DeviceService) -> None:
         self.deps = deps
+        self.devices = devices
         self.db = deps.db
         self.missed = deps.settings.presence_missed_heartbeats
         self._seen: dict[int, int] = {}  # device pk → last receive time (ns), not yet saved
@@ -535,7 +537,7 @@ class PresenceService:
         """Device counts by status, and by status within each site, model and firmware."""
         actor.require(Role.VIEWER)
         async with self.db.read() as conn:
-            where = await self.deps.devices.condition(conn, actor.tenant_id, query)
+            where = await self.devices.condition(conn, actor.tenant_id, query)
             out: dict[str, Any] = {"total": 0, "by_status": dict.fromkeys(STATUSES, 0)}
             for column, key in (
                 (devices.c.site_id, "by_site"),

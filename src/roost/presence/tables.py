@@ -1,14 +1,14 @@
-"""Presence history (issue 4); part of :data:`roost.store.schema.metadata`.
+"""Presence history (issue 4); part of :data:`roost.store.metadata.metadata`.
 
 The current presence lives on the device row (``devices.presence`` and friends, in
-:mod:`roost.store.schema`); every change of it is kept here, for the API and the console.
+:mod:`roost.inventory.tables`); every change of it is kept here, for the API and the console.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import UTCDateTime, metadata
+from roost.store.metadata import UTCDateTime, metadata
 
 # A 64-bit key that is the rowid on SQLite.
 _ROW_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -5,18 +5,36 @@ doors by which a device provisions itself (``/provisioning/register``, ``/provis
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import Field
 
+from roost.core.limits import DeviceLimits
 from roost.credentials.certificates.ca import read_csr
+from roost.credentials.certificates.service import CertificateService
 from roost.errors import AuthenticationFailed, PermissionDenied
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
-from roost.provisioning.service import system_actor
-from roost.runtime import Roost
+from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.provisioning.service import ProvisioningService, system_actor
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the provisioning routes use of the running Roost."""
+
+    @property
+    def certificates(self) -> CertificateService: ...
+
+    @property
+    def limits(self) -> DeviceLimits: ...
+
+    @property
+    def provisioning(self) -> ProvisioningService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["provisioning"])
 ERRORS = s.problem_responses(403, 404, 409, 422)
@@ -350,7 +368,7 @@ def _address(request: Request) -> str:
 
 
 async def _with_certificate(
-    roost: Roost, answer: dict[str, Any], csr: str | None
+    roost: Services, answer: dict[str, Any], csr: str | None
 ) -> dict[str, Any]:
     """A provisioned device that sent a CSR gets a certificate of the platform CA too."""
     if csr is None:

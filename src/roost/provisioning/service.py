@@ -46,6 +46,7 @@ from roost.core.device_identity import SAS_PREFIX, DeviceIdentity, SasToken
 from roost.core.ids import generate_id
 from roost.core.ratelimit import FailureLimiter
 from roost.credentials.keys import sas
+from roost.credentials.tokens.service import CredentialService, DeviceAuthenticator
 from roost.errors import (
     AuthenticationFailed,
     Conflict,
@@ -55,11 +56,11 @@ from roost.errors import (
     RateLimited,
     ValidationFailed,
 )
-from roost.inventory.devices.service import check_tags, device_pk_of
+from roost.inventory.devices.service import DeviceService, check_tags, device_pk_of
 from roost.inventory.service import check_id, check_references
+from roost.inventory.tables import devices, groups
 from roost.provisioning.tables import attestation_hashes, device_keys, enrollments
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
-from roost.store.schema import devices, groups
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,23 @@ def _key_out(row: Mapping[str, Any], device_id: str) -> dict[str, Any]:
 class ProvisioningService:
     """Device keys and their SAS tokens, enrollment groups, attestation hashes."""
 
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(
+        self,
+        deps: ServiceDeps,
+        devices: DeviceService,
+        device_auth: DeviceAuthenticator,
+        credentials: CredentialService,
+    ) -> None:
         self.deps = deps
+        self.devices = devices
+        self.device_auth = device_auth
+        self.credentials = credentials
         self._box = SecretBox(deps.secret_key)
         self._keys: OrderedDict[int, _DeviceKeys] = OrderedDict()
         self.bootstrap_failures = FailureLimiter(BOOTSTRAP_MAX_FAILURES, BOOTSTRAP_FAILURE_WINDOW_S)
         # Registered here: the authenticator loads revocations at its start, before ours.
-        deps.device_auth.register_verifier(SasToken, self.verify_sas)
-        deps.device_auth.register_revocation_source(self.revoked_keys)
+        device_auth.register_verifier(SasToken, self.verify_sas)
+        device_auth.register_revocation_source(self.revoked_keys)
 
     async def start(self) -> None:
         """Start background work (server only): none; the caches fill on use."""
@@ -272,7 +282,7 @@ class ProvisioningService:
                     device_id=device_id,
                 )
         self._keys.pop(pk, None)
-        await self.deps.device_auth.revoked(key_id, None)
+        await self.device_auth.revoked(key_id, None)
         return _key_out(after, device_id)
 
     async def revoked_keys(self, since: datetime | None) -> list[tuple[str, datetime | None]]:
@@ -325,7 +335,7 @@ class ProvisioningService:
         if fields.expiry <= now:
             raise AuthenticationFailed("SAS token expired")
         tenant_id, device_id = sas.parse_device_resource(fields.resource)
-        entry = await self.deps.device_auth.device_entry(tenant_id, device_id)
+        entry = await self.device_auth.device_entry(tenant_id, device_id)
         if entry is None:
             raise AuthenticationFailed("no such device, or the signature does not match")
         device_pk, generation = entry
@@ -338,7 +348,7 @@ class ProvisioningService:
             matched = self._match(keys, fields)
         if matched is None:
             raise AuthenticationFailed("SAS signature does not match any key of the device")
-        if keys.keys[matched][1] or self.deps.device_auth.is_revoked(matched):
+        if keys.keys[matched][1] or self.device_auth.is_revoked(matched):
             raise PermissionDenied("device key revoked")
         identity = DeviceIdentity(
             tenant_id=tenant_id,
@@ -347,7 +357,7 @@ class ProvisioningService:
             credential_id=matched,
             expires_at=datetime.fromtimestamp(fields.expiry, UTC),
         )
-        self.deps.device_auth.admitted(identity, generation)
+        self.device_auth.admitted(identity, generation)
         return identity
 
     # -- enrollment groups ------------------------------------------------------------------
@@ -552,7 +562,7 @@ class ProvisioningService:
             device_id,
             {"site_id": row["site_id"], "group_ids": row["group_ids"], "tags": row["tags"]},
         )
-        token_row, token = await self.deps.credentials.issue_token(
+        token_row, token = await self.credentials.issue_token(
             actor, device_id, name=f"enrollment {enrollment_id}"
         )
         log.info(
@@ -586,7 +596,7 @@ class ProvisioningService:
             if exists:
                 return False
             try:
-                await self.deps.devices.create_in(conn, actor, {"id": device_id, **placement})
+                await self.devices.create_in(conn, actor, {"id": device_id, **placement})
             except Conflict:  # registered at this very moment by a concurrent request
                 return False
         return True
@@ -728,7 +738,7 @@ class ProvisioningService:
             )
             if claimed.rowcount != 1:
                 raise self._refuse_bootstrap(address, hint, "was used by a concurrent request")
-            await self.deps.devices.create_in(
+            await self.devices.create_in(
                 conn,
                 actor,
                 {
@@ -747,7 +757,7 @@ class ProvisioningService:
                 after={"hint": hint, "hostname": hostname, "address": address},
                 device_id=device_id,
             )
-        token_row, token = await self.deps.credentials.issue_token(
+        token_row, token = await self.credentials.issue_token(
             actor, device_id, name="attestation bootstrap"
         )
         log.info(

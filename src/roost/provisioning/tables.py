@@ -1,4 +1,4 @@
-"""Tables of provisioning (issue 5); part of :data:`roost.store.schema.metadata`.
+"""Tables of provisioning (issue 5); part of :data:`roost.store.metadata.metadata`.
 
 Secrets that must be used to verify HMACs (device keys, enrollment group keys) are stored
 encrypted (AES-GCM, :mod:`roost.provisioning.service`); attestation hashes are stored as the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import Json, UTCDateTime, metadata
+from roost.store.metadata import Json, UTCDateTime, metadata
 
 device_keys = sa.Table(
     "device_keys",

@@ -8,22 +8,32 @@ and report with their token, in the same form as the MQTT payload (the reported 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field, StrictInt
 
 from roost.core.device_identity import DeviceIdentity
+from roost.credentials.dependencies import DeviceDep
 from roost.errors import ValidationFailed
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
-from roost.runtime import Roost
-from roost.state.service import DEFAULT_STATE
+from roost.http.deps import ActorDep, get_roost
+from roost.state.service import DEFAULT_STATE, StateService
 from roost.store.queries import Page
-from roost.telemetry.ingest.router import DeviceDep
 from roost.telemetry.queries.service import parse_bound
+
+
+class Services(Protocol):
+    """What the state routes use of the running Roost."""
+
+    @property
+    def state(self) -> StateService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["state"])
 
@@ -292,7 +302,7 @@ async def device_get_named_state(
 
 
 async def _device_get(
-    roost: Roost, identity: DeviceIdentity, name: str, query: DeviceStateParams
+    roost: Services, identity: DeviceIdentity, name: str, query: DeviceStateParams
 ) -> dict[str, Any]:
     if query.wait and query.after_version is not None:
         return await roost.state.wait_for_version(

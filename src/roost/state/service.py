@@ -43,6 +43,7 @@ from roost.core.access import Actor, Role
 from roost.core.batching import BatchLoader
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
+from roost.core.devicelink import DevicePublish
 from roost.core.ids import is_slug
 from roost.errors import (
     Conflict,
@@ -53,8 +54,8 @@ from roost.errors import (
     Unavailable,
 )
 from roost.inventory.devices.service import device_pk_of
-from roost.mqtt.ports import DevicePublish
-from roost.mqtt.topics import PublishRoute, topic_matches
+from roost.mqtt.topics import topic_matches
+from roost.state import mqtt as topics
 from roost.state.rules import StateDocument, StateLimits, apply_update
 from roost.state.tables import device_state_history, device_states
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one
@@ -168,8 +169,8 @@ class StateService:
     async def start(self) -> None:
         """Register MQTT routes, hooks and the history pruning timer (server only)."""
         link = self.deps.link
-        link.route(PublishRoute.STATE_REPORTED, self._on_reported)
-        link.route(PublishRoute.STATE_GET, self._on_get)
+        link.route(topics.REPORTED, self._on_reported)
+        link.route(topics.GET, self._on_get)
         link.on_subscribe(self._on_subscribe)
         link.on_connection(self._on_connection)
         self.deps.scheduler.every(HISTORY_TIMER, self.deps.settings.timer_check_s, self._prune_pass)

@@ -1,4 +1,4 @@
-"""Tables of device state documents (issue 4); part of :data:`roost.store.schema.metadata`.
+"""Tables of device state documents (issue 4); part of :data:`roost.store.metadata.metadata`.
 
 ``device_states`` holds the current document of each (device, state name); the default state is
 named ``default``. ``device_state_history`` keeps every version (who wrote it, the update as
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import Json, UTCDateTime, metadata
+from roost.store.metadata import Json, UTCDateTime, metadata
 
 device_states = sa.Table(
     "device_states",

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 
+from roost.identity.tables import tenants
 from roost.store.database import Database
-from roost.store.schema import tenants
 from roost.telemetry.engine.base import TimeSeriesStore
 
 log = logging.getLogger(__name__)

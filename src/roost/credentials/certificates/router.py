@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
 from roost.credentials.certificates.ca import MAX_DEVICE_DAYS
+from roost.credentials.certificates.service import CertificateService
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the certificate routes use of the running Roost."""
+
+    @property
+    def certificates(self) -> CertificateService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["certificates"])
 ERRORS = s.problem_responses(403, 404, 422)

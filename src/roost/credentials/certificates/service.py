@@ -43,6 +43,7 @@ from roost.core.device_identity import ClientCertificate, DeviceIdentity
 from roost.credentials.certificates import ca as x509ca
 from roost.credentials.certificates.ca import CertificateAuthority, DeviceName
 from roost.credentials.certificates.tables import certificate_authorities, device_certificates
+from roost.credentials.tokens.service import DeviceAuthenticator
 from roost.credentials.tokens.signing import device_generation
 from roost.errors import (
     AuthenticationFailed,
@@ -52,8 +53,8 @@ from roost.errors import (
     NotFound,
     PermissionDenied,
 )
+from roost.inventory.tables import devices
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
-from roost.store.schema import devices
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,14 @@ class _Known:
 class CertificateService:
     """The platform CA, device certificates, and the verifier of client certificates."""
 
-    def __init__(self, deps: ServiceDeps) -> None:
+    def __init__(self, deps: ServiceDeps, device_auth: DeviceAuthenticator) -> None:
         self.deps = deps
+        self.device_auth = device_auth
         self._authority: CertificateAuthority | None = None
         self._authority_lock = asyncio.Lock()
         self._known: OrderedDict[str, _Known] = OrderedDict()
-        deps.device_auth.register_verifier(ClientCertificate, self.verify)
-        deps.device_auth.register_revocation_source(self.revoked_since)
+        device_auth.register_verifier(ClientCertificate, self.verify)
+        device_auth.register_revocation_source(self.revoked_since)
 
     async def start(self) -> None:
         """Load (or create) the CA now, so the first device does not wait for it."""
@@ -389,7 +391,7 @@ class CertificateService:
         async with self.deps.db.write() as conn:
             before = await self._row(conn, actor.tenant_id, device_id, cert_id)
             after = await self._revoke_in(conn, actor, before)
-        await self.deps.device_auth.revoked(cert_id, after["not_after"])
+        await self.device_auth.revoked(cert_id, after["not_after"])
         return after
 
     async def rotate(
@@ -418,7 +420,7 @@ class CertificateService:
                 device_id=device_id,
             )
             old_after = await self._revoke_in(conn, actor, old)
-        await self.deps.device_auth.revoked(cert_id, old_after["not_after"])
+        await self.device_auth.revoked(cert_id, old_after["not_after"])
         return row, key
 
     async def revoked_since(self, since: datetime | None) -> Iterable[tuple[str, datetime | None]]:
@@ -476,9 +478,9 @@ class CertificateService:
             raise x509ca.InvalidClientCertificate(
                 "client certificate is outside its validity period"
             )
-        if self.deps.device_auth.is_revoked(known.id):
+        if self.device_auth.is_revoked(known.id):
             raise PermissionDenied(REVOKED)
-        entry = await self.deps.device_auth.device_entry(known.name.tenant_id, known.name.device_id)
+        entry = await self.device_auth.device_entry(known.name.tenant_id, known.name.device_id)
         if entry is None or entry[1] != known.name.generation:
             raise PermissionDenied(DEVICE_GONE)
         identity = DeviceIdentity(
@@ -488,7 +490,7 @@ class CertificateService:
             credential_id=known.id,
             expires_at=known.not_after,
         )
-        self.deps.device_auth.admitted(identity, known.name.generation)
+        self.device_auth.admitted(identity, known.name.generation)
         return identity
 
 

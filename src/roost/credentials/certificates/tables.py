@@ -1,4 +1,4 @@
-"""Tables of certificates (issue 5); part of :data:`roost.store.schema.metadata`.
+"""Tables of certificates (issue 5); part of :data:`roost.store.metadata.metadata`.
 
 ``certificate_authorities`` holds the platform CA when Roost made it: the certificate, and the
 private key sealed with AES-GCM under a key derived from the secret key (so a database dump alone
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import UTCDateTime, metadata
+from roost.store.metadata import UTCDateTime, metadata
 
 certificate_authorities = sa.Table(
     "certificate_authorities",

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
+from roost.credentials.tokens.schemas import DeviceTokenCreated, DeviceTokenIn, DeviceTokenOut
+from roost.credentials.tokens.service import CredentialService
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the device token routes use of the running Roost."""
+
+    @property
+    def credentials(self) -> CredentialService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(prefix="/devices", tags=["credentials"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -20,16 +33,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/{device_id}/tokens",
-    response_model=s.DeviceTokenCreated,
+    response_model=DeviceTokenCreated,
     status_code=201,
     operation_id="create_device_token",
     summary="Issue a device token (shown once; operator)",
     responses=ERRORS,
 )
 async def create_device_token(
-    roost: RoostDep, actor: ActorDep, device_id: str, body: s.DeviceTokenIn | None = None
+    roost: RoostDep, actor: ActorDep, device_id: str, body: DeviceTokenIn | None = None
 ) -> dict[str, Any]:
-    body = body or s.DeviceTokenIn()
+    body = body or DeviceTokenIn()
     row, token = await roost.credentials.issue_token(
         actor, device_id, name=body.name, expires_at=body.expires_at
     )
@@ -38,7 +51,7 @@ async def create_device_token(
 
 @router.get(
     "/{device_id}/tokens",
-    response_model=s.Page[s.DeviceTokenOut],
+    response_model=s.Page[DeviceTokenOut],
     operation_id="list_device_tokens",
     summary="List a device's tokens, revoked ones included (never the token itself)",
     responses=ERRORS,

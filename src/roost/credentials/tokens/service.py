@@ -75,10 +75,11 @@ from roost.credentials.tokens.signing import (
     verify_device_token,
     whole_seconds,
 )
+from roost.credentials.tokens.tables import device_tokens
 from roost.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from roost.inventory.tables import devices
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
-from roost.store.schema import device_tokens, devices
 
 log = logging.getLogger(__name__)
 

@@ -6,15 +6,28 @@ taken for device ids.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
 
-from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import ActorDep, get_roost
 from roost.inventory.bulk import service as bulk
+from roost.inventory.bulk.schemas import ImportReport
+from roost.inventory.devices.schemas import ComponentIn, DeviceFilters, DeviceIn, SensorIn
+from roost.inventory.devices.service import DeviceService
+
+
+class Services(Protocol):
+    """What the import and export routes use of the running Roost."""
+
+    @property
+    def devices(self) -> DeviceService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -30,15 +43,15 @@ EXPORT_MEDIA_TYPES: dict[str, str] = {
 }
 
 
-class ImportItem(s.DeviceIn):
+class ImportItem(DeviceIn):
     """One device of a JSON import: the create body, plus its sensors and components."""
 
     id: str = Field(min_length=1, max_length=128, description="Letters, digits and . _ : -")
     tags: dict[str, str | None] | None = Field(  # type: ignore[assignment]
         default=None, description="With on_existing=update, a null value removes the tag"
     )
-    sensors: list[s.SensorIn] | None = None
-    components: list[s.ComponentIn] | None = Field(
+    sensors: list[SensorIn] | None = None
+    components: list[ComponentIn] | None = Field(
         default=None, description="Each with an id; a parent_id names another of the list"
     )
 
@@ -63,7 +76,7 @@ def _import_body_schema() -> dict[str, Any]:
     }
 
 
-class ExportParams(p.DeviceFilters):
+class ExportParams(DeviceFilters):
     """Which devices to export, and in which format."""
 
     format: Literal["csv", "json"] = Field(
@@ -83,7 +96,7 @@ def _import_format(request: Request, fmt: str | None) -> str:
 
 @router.post(
     "/import",
-    response_model=s.ImportReport,
+    response_model=ImportReport,
     operation_id="import_devices",
     summary="Import devices from a CSV or JSON file (all-or-nothing unless atomic=false)",
     description=(

@@ -45,9 +45,9 @@ from roost.inventory.devices.service import (
     check_tags,
 )
 from roost.inventory.service import RESOURCES
+from roost.inventory.tables import components, device_tags, devices, group_members, groups, sensors
 from roost.store.database import translate_integrity_error
 from roost.store.queries import MAX_LIMIT, PageRequest, as_dicts
-from roost.store.schema import components, device_tags, devices, group_members, groups, sensors
 
 Format = Literal["csv", "json"]
 OnExisting = Literal["error", "skip", "update"]

@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from roost.audit.service import AuditQuery
+from roost.audit.schemas import AuditEntry
+from roost.audit.service import AuditQuery, AuditService
 from roost.core.access import Role
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, RoostDep
+from roost.http.deps import ActorDep, get_roost
+from roost.inventory.devices.schemas import (
+    ComponentIn,
+    ComponentOut,
+    ComponentParams,
+    ComponentPatch,
+    DeviceIn,
+    DeviceOut,
+    DeviceParams,
+    DevicePatch,
+    SensorIn,
+    SensorOut,
+    SensorParams,
+    SensorPatch,
+)
+from roost.inventory.devices.service import DeviceService
+from roost.inventory.schemas import GroupMembersAdded, GroupMembersIn
 from roost.store.queries import Page
+
+
+class Services(Protocol):
+    """What the device routes use of the running Roost."""
+
+    @property
+    def audit(self) -> AuditService: ...
+
+    @property
+    def devices(self) -> DeviceService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 groups_router = APIRouter(prefix="/groups", tags=["groups"])
@@ -25,31 +56,31 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "",
-    response_model=s.Page[s.DeviceOut],
+    response_model=s.Page[DeviceOut],
     operation_id="list_devices",
     summary="List devices (filter by site, model, firmware, customer, group, tag, text)",
 )
 async def list_devices(
-    roost: RoostDep, actor: ActorDep, query: Annotated[p.DeviceParams, Query()]
+    roost: RoostDep, actor: ActorDep, query: Annotated[DeviceParams, Query()]
 ) -> Page[dict[str, Any]]:
     return await roost.devices.list(actor, query.device_query(), query.page())
 
 
 @router.post(
     "",
-    response_model=s.DeviceOut,
+    response_model=DeviceOut,
     status_code=201,
     operation_id="create_device",
     summary="Register a device",
     responses=WRITE_ERRORS,
 )
-async def create_device(roost: RoostDep, actor: ActorDep, body: s.DeviceIn) -> dict[str, Any]:
+async def create_device(roost: RoostDep, actor: ActorDep, body: DeviceIn) -> dict[str, Any]:
     return await roost.devices.create(actor, body.model_dump(exclude_unset=True))
 
 
 @router.get(
     "/{device_id}",
-    response_model=s.DeviceOut,
+    response_model=DeviceOut,
     operation_id="get_device",
     summary="Get a device",
     responses=NOT_FOUND,
@@ -60,13 +91,13 @@ async def get_device(roost: RoostDep, actor: ActorDep, device_id: str) -> dict[s
 
 @router.patch(
     "/{device_id}",
-    response_model=s.DeviceOut,
+    response_model=DeviceOut,
     operation_id="update_device",
     summary="Change a device (tags merge; a null tag value removes it)",
     responses=WRITE_ERRORS,
 )
 async def update_device(
-    roost: RoostDep, actor: ActorDep, device_id: str, body: s.DevicePatch
+    roost: RoostDep, actor: ActorDep, device_id: str, body: DevicePatch
 ) -> dict[str, Any]:
     return await roost.devices.update(actor, device_id, body.model_dump(exclude_unset=True))
 
@@ -85,7 +116,7 @@ async def delete_device(roost: RoostDep, actor: ActorDep, device_id: str) -> Res
 
 @router.get(
     "/{device_id}/history",
-    response_model=s.Page[s.AuditEntry],
+    response_model=s.Page[AuditEntry],
     operation_id="device_history",
     summary="Every recorded change of a device and what hangs under it",
     responses=NOT_FOUND,
@@ -106,13 +137,13 @@ async def device_history(
 
 @router.get(
     "/{device_id}/sensors",
-    response_model=s.Page[s.SensorOut],
+    response_model=s.Page[SensorOut],
     operation_id="list_sensors",
     summary="List a device's sensors",
     responses=NOT_FOUND,
 )
 async def list_sensors(
-    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[p.SensorParams, Query()]
+    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[SensorParams, Query()]
 ) -> Page[dict[str, Any]]:
     return await roost.devices.list_sensors(
         actor, device_id, query.page(), type=query.type, path=query.path, q=query.q
@@ -121,21 +152,21 @@ async def list_sensors(
 
 @router.post(
     "/{device_id}/sensors",
-    response_model=s.SensorOut,
+    response_model=SensorOut,
     status_code=201,
     operation_id="create_sensor",
     summary="Add a sensor to a device",
     responses=WRITE_ERRORS,
 )
 async def create_sensor(
-    roost: RoostDep, actor: ActorDep, device_id: str, body: s.SensorIn
+    roost: RoostDep, actor: ActorDep, device_id: str, body: SensorIn
 ) -> dict[str, Any]:
     return await roost.devices.create_sensor(actor, device_id, body.model_dump(exclude_unset=True))
 
 
 @router.get(
     "/{device_id}/sensors/{sensor_id}",
-    response_model=s.SensorOut,
+    response_model=SensorOut,
     operation_id="get_sensor",
     summary="Get a sensor",
     responses=NOT_FOUND,
@@ -148,13 +179,13 @@ async def get_sensor(
 
 @router.patch(
     "/{device_id}/sensors/{sensor_id}",
-    response_model=s.SensorOut,
+    response_model=SensorOut,
     operation_id="update_sensor",
     summary="Change a sensor",
     responses=WRITE_ERRORS,
 )
 async def update_sensor(
-    roost: RoostDep, actor: ActorDep, device_id: str, sensor_id: str, body: s.SensorPatch
+    roost: RoostDep, actor: ActorDep, device_id: str, sensor_id: str, body: SensorPatch
 ) -> dict[str, Any]:
     return await roost.devices.update_sensor(
         actor, device_id, sensor_id, body.model_dump(exclude_unset=True)
@@ -180,13 +211,13 @@ async def delete_sensor(
 
 @router.get(
     "/{device_id}/components",
-    response_model=s.Page[s.ComponentOut],
+    response_model=s.Page[ComponentOut],
     operation_id="list_components",
     summary="List a device's components",
     responses=NOT_FOUND,
 )
 async def list_components(
-    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[p.ComponentParams, Query()]
+    roost: RoostDep, actor: ActorDep, device_id: str, query: Annotated[ComponentParams, Query()]
 ) -> Page[dict[str, Any]]:
     return await roost.devices.list_components(
         actor, device_id, query.page(), parent_id=query.parent_id, kind=query.kind, q=query.q
@@ -195,14 +226,14 @@ async def list_components(
 
 @router.post(
     "/{device_id}/components",
-    response_model=s.ComponentOut,
+    response_model=ComponentOut,
     status_code=201,
     operation_id="create_component",
     summary="Add a component or sub-component",
     responses=WRITE_ERRORS,
 )
 async def create_component(
-    roost: RoostDep, actor: ActorDep, device_id: str, body: s.ComponentIn
+    roost: RoostDep, actor: ActorDep, device_id: str, body: ComponentIn
 ) -> dict[str, Any]:
     return await roost.devices.create_component(
         actor, device_id, body.model_dump(exclude_unset=True)
@@ -211,7 +242,7 @@ async def create_component(
 
 @router.get(
     "/{device_id}/components/{component_id}",
-    response_model=s.ComponentOut,
+    response_model=ComponentOut,
     operation_id="get_component",
     summary="Get a component",
     responses=NOT_FOUND,
@@ -224,13 +255,13 @@ async def get_component(
 
 @router.patch(
     "/{device_id}/components/{component_id}",
-    response_model=s.ComponentOut,
+    response_model=ComponentOut,
     operation_id="update_component",
     summary="Change or move a component",
     responses=WRITE_ERRORS,
 )
 async def update_component(
-    roost: RoostDep, actor: ActorDep, device_id: str, component_id: str, body: s.ComponentPatch
+    roost: RoostDep, actor: ActorDep, device_id: str, component_id: str, body: ComponentPatch
 ) -> dict[str, Any]:
     return await roost.devices.update_component(
         actor, device_id, component_id, body.model_dump(exclude_unset=True)
@@ -256,26 +287,26 @@ async def delete_component(
 
 @groups_router.get(
     "/{group_id}/devices",
-    response_model=s.Page[s.DeviceOut],
+    response_model=s.Page[DeviceOut],
     operation_id="list_group_devices",
     summary="Devices in a group (static or dynamic)",
     responses=NOT_FOUND,
 )
 async def list_group_devices(
-    roost: RoostDep, actor: ActorDep, group_id: str, query: Annotated[p.DeviceParams, Query()]
+    roost: RoostDep, actor: ActorDep, group_id: str, query: Annotated[DeviceParams, Query()]
 ) -> Page[dict[str, Any]]:
     return await roost.devices.list(actor, query.device_query(group=group_id), query.page())
 
 
 @groups_router.post(
     "/{group_id}/devices",
-    response_model=s.GroupMembersAdded,
+    response_model=GroupMembersAdded,
     operation_id="add_group_devices",
     summary="Add devices to a static group",
     responses=WRITE_ERRORS,
 )
 async def add_group_devices(
-    roost: RoostDep, actor: ActorDep, group_id: str, body: s.GroupMembersIn
+    roost: RoostDep, actor: ActorDep, group_id: str, body: GroupMembersIn
 ) -> dict[str, Any]:
     return {"added": await roost.devices.add_to_group(actor, group_id, body.device_ids)}
 

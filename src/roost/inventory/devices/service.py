@@ -20,9 +20,9 @@ from roost.core.ids import generate_id, is_sensor_path, normalise_mac
 from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
 from roost.inventory.rules import FILTER_FIELDS, matches
 from roost.inventory.service import RESOURCES, check_id, check_lengths, check_references
+from roost.inventory.tables import components, device_tags, devices, group_members, groups, sensors
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by, text_match
-from roost.store.schema import components, device_tags, devices, group_members, groups, sensors
 
 DEVICE_FIELDS = (
     "name",

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
-from roost.store.schema import metadata
-
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through `roost db upgrade`, not the alembic command")
 
 context.configure(
     connection=connection,
-    target_metadata=metadata,
     # SQLite cannot ALTER most things in place; batch mode copies the table instead.
     render_as_batch=True,
     compare_type=True,

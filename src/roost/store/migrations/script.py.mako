@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
 from roost.http import schemas as s
-from roost.http.deps import ActorDep, PageDep, RoostDep
+from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.store.queries import Page
+from roost.telemetry.consumers.service import ConsumerService
+
+
+class Services(Protocol):
+    """What the consumer routes use of the running Roost."""
+
+    @property
+    def consumers(self) -> ConsumerService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["consumers"])
 ERRORS = s.problem_responses(403, 404, 409, 422)

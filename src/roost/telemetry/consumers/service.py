@@ -24,9 +24,9 @@ from roost.core.access import Actor, Grants, GrantScope, Role
 from roost.core.ids import SLUG_RULE, is_slug
 from roost.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from roost.inventory.devices.service import group_condition
+from roost.inventory.tables import devices, groups
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
-from roost.store.schema import devices, groups
 from roost.telemetry.consumers.tables import consumers
 
 if TYPE_CHECKING:
@@ -142,6 +142,10 @@ class ConsumerService:
         self.deps = deps
         self.db: Database = deps.db
         self.clock: Callable[[], datetime] = deps.clock
+
+    async def authenticate(self, credential: str) -> Actor:
+        """The consumer acting with ``credential`` (identity's check for consumer keys)."""
+        return await authenticate_consumer_key(self.db, self.deps.secret_key, credential)
 
     async def start(self) -> None:
         """Nothing runs in the background: keys are checked on each request."""

@@ -1,10 +1,10 @@
-"""Tables of consumers (issue 5); part of :data:`roost.store.schema.metadata`."""
+"""Tables of consumers (issue 5); part of :data:`roost.store.metadata.metadata`."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import Json, UTCDateTime, metadata
+from roost.store.metadata import Json, UTCDateTime, metadata
 
 consumers = sa.Table(
     "consumers",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from roost.store.schema import metadata
+from roost.store.metadata import metadata
 
 # A 64-bit key that is the rowid on SQLite: an ``INTEGER PRIMARY KEY`` column aliases the table's
 # b-tree key there, whereas ``BIGINT PRIMARY KEY`` would add a second b-tree to maintain. SQLite's

@@ -9,38 +9,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response, WebSocket
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.websockets import WebSocketDisconnect
 
 from roost.core.device_identity import (
-    CLIENT_CERTIFICATE_SCOPE_KEY,
-    SAS_PREFIX,
-    BearerToken,
-    ClientCertificate,
     DeviceIdentity,
-    PresentedCredential,
-    SasToken,
 )
+from roost.core.devicelink import DeviceLink
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
+from roost.core.limits import DeviceLimits
+from roost.credentials.dependencies import DeviceDep, authenticate_device, websocket_credential
+from roost.credentials.tokens.service import DeviceAuthenticator
 from roost.errors import (
-    AuthenticationFailed,
-    PermissionDenied,
     RateLimited,
     RoostError,
     Unavailable,
     ValidationFailed,
 )
 from roost.http import schemas as s
-from roost.http.deps import RoostDep
-from roost.http.problems import problem
-from roost.runtime import Roost
+from roost.http.deps import get_roost
+from roost.http.problems import deny
+from roost.telemetry.ingest.service import IngestService
+from roost.telemetry.schemas import IngestAck
 
 log = logging.getLogger(__name__)
+
+
+class Services(Protocol):
+    """What the ingest doors use of the running Roost."""
+
+    @property
+    def device_auth(self) -> DeviceAuthenticator: ...
+
+    @property
+    def ingest(self) -> IngestService: ...
+
+    @property
+    def limits(self) -> DeviceLimits: ...
+
+    @property
+    def link(self) -> DeviceLink: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
+
 router = APIRouter(tags=["ingest (devices)"])
 
 # How long an HTTP request may wait for the writer to take it before answering 503.
@@ -48,73 +64,6 @@ BUSY_WAIT_S = 1.0
 # WebSocket frames acknowledged ahead of the oldest unfinished one; the socket is not read
 # further until acknowledgements catch up (pushback on a fast sender).
 WS_MAX_IN_FLIGHT = 256
-
-_device_bearer = HTTPBearer(
-    auto_error=False,
-    description="A device token (POST …/tokens); or send `Authorization: SharedAccessSignature "
-    "sr=…&sig=…&se=…`, or a client certificate",
-)
-
-
-def presented_credential(
-    authorization: str | None, scope: Mapping[str, Any], query_token: str | None = None
-) -> PresentedCredential:
-    """What a device presents over HTTP: a bearer token, a SAS token, or a client certificate
-    (verified by the HTTPS listener or a trusted proxy, see CLIENT_CERTIFICATE_SCOPE_KEY)."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return BearerToken(value.strip())
-        if authorization.startswith(SAS_PREFIX):
-            return SasToken(authorization)
-        raise AuthenticationFailed(
-            "Authorization must be 'Bearer <device token>' or 'SharedAccessSignature sr=…'"
-        )
-    if query_token:
-        return BearerToken(query_token)
-    der = scope.get(CLIENT_CERTIFICATE_SCOPE_KEY)
-    if isinstance(der, bytes) and der:
-        return ClientCertificate(der)
-    raise AuthenticationFailed(
-        "send Authorization: Bearer <device token> (or a SharedAccessSignature), "
-        "or connect with a client certificate"
-    )
-
-
-async def device_identity(
-    roost: RoostDep,
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
-) -> DeviceIdentity:
-    """The calling device, from its credential (see :func:`presented_credential`).
-
-    An address over its failed-credential limit gets 429 without its credential being looked
-    at; every refused credential counts against its address (see :mod:`roost.core.limits`).
-    """
-    identity = await authenticate_device(
-        roost,
-        lambda: presented_credential(request.headers.get("authorization"), request.scope),
-        request.client.host if request.client else "",
-    )
-    roost.link.activity(identity)  # presence: any device call is a sign of life
-    return identity
-
-
-DeviceDep = Annotated[DeviceIdentity, Depends(device_identity)]
-
-
-async def authenticate_device(
-    roost: Roost, presented: Callable[[], PresentedCredential], address: str
-) -> DeviceIdentity:
-    """Check a device credential from ``address`` under the brute-force limit: refused (429)
-    while the address is over it, and a refusal (401/403) counts against the address."""
-    roost.limits.check_source(address)
-    try:
-        return await roost.device_auth.authenticate(presented())
-    except (AuthenticationFailed, PermissionDenied):
-        roost.limits.credential_failed(address)
-        raise
-
 
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -168,7 +117,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def ingest_message(
-    roost: Roost, identity: DeviceIdentity, kind: IngestKind, payload: bytes, msg_id: str | None
+    roost: Services, identity: DeviceIdentity, kind: IngestKind, payload: bytes, msg_id: str | None
 ) -> IngestOutcome:
     """Take one message through the ingest service, waiting a moment for room when busy."""
     recv_ns = time.time_ns()
@@ -199,7 +148,7 @@ def refusal(outcome: IngestOutcome) -> ValidationFailed:
 
 
 async def _answer(
-    roost: Roost,
+    roost: Services,
     identity: DeviceIdentity,
     kind: IngestKind,
     request: Request,
@@ -231,7 +180,7 @@ IdempotencyKey = Annotated[
 
 @router.post(
     "/telemetry",
-    response_model=s.IngestAck,
+    response_model=IngestAck,
     operation_id="ingest_telemetry",
     summary="Send telemetry (device token): one item or an array, sensor or key/value form",
     responses=_ERRORS,
@@ -245,7 +194,7 @@ async def post_telemetry(
 
 @router.post(
     "/events",
-    response_model=s.IngestAck,
+    response_model=IngestAck,
     operation_id="ingest_events",
     summary="Send events (device token): JSON documents with an 'event' type",
     responses=_ERRORS,
@@ -260,37 +209,6 @@ async def post_events(
 # -- WebSocket ----------------------------------------------------------------------------------
 
 
-def websocket_token(websocket: WebSocket) -> str | None:
-    """A user's bearer token at upgrade: the Authorization header, or ?token= for browsers."""
-    header = websocket.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return websocket.query_params.get("token") or None
-
-
-def websocket_credential(websocket: WebSocket) -> PresentedCredential:
-    """A device's credential at upgrade: the Authorization header, ?token= (browsers), or a
-    client certificate."""
-    return presented_credential(
-        websocket.headers.get("authorization"),
-        websocket.scope,
-        websocket.query_params.get("token") or None,
-    )
-
-
-async def deny(websocket: WebSocket, exc: RoostError) -> None:
-    """Refuse an upgrade with the HTTP status and problem+json of ``exc``."""
-    headers = (
-        {"Retry-After": str(exc.retry_after)}
-        if isinstance(exc, RateLimited | Unavailable)
-        else None
-    )
-    await websocket.send_denial_response(
-        problem(exc.status, exc.detail, title=exc.title, headers=headers)
-    )
-
-
 @router.websocket("/ws/ingest", name="ws_ingest")
 async def ws_ingest(websocket: WebSocket) -> None:
     """Device telemetry over a WebSocket: each text frame is a message; each gets an ack.
@@ -298,7 +216,7 @@ async def ws_ingest(websocket: WebSocket) -> None:
     ``{"ack": <frame number, from 1>, "accepted": n, "events": e}`` once the frame's data is
     durable, or ``{"ack": n, "error": {problem}}``. Acks come in frame order.
     """
-    roost: Roost = websocket.app.state.roost
+    roost: Services = websocket.app.state.roost
     client = websocket.client
     try:
         identity = await authenticate_device(

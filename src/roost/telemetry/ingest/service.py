@@ -27,8 +27,8 @@ from roost.core.ids import is_slug
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.errors import Conflict, NotFound
 from roost.inventory.devices.service import DeviceService
+from roost.inventory.tables import device_models, devices, sensors
 from roost.store.database import Database
-from roost.store.schema import device_models, devices, sensors
 from roost.telemetry.engine.base import TimeSeriesStore
 from roost.telemetry.engine.batch import (
     KIND_BY_TYPE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response, WebSocket
@@ -15,17 +15,54 @@ from roost.core.access import Actor
 from roost.errors import AuthenticationFailed, RoostError
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import RoostDep
-from roost.runtime import Roost
+from roost.http.deps import get_roost, websocket_token
+from roost.http.problems import deny
+from roost.identity.service import IdentityService
+from roost.inventory.devices.schemas import DeviceFilters
+from roost.store.database import Database
 from roost.telemetry.consumers.service import scope_of
-from roost.telemetry.ingest.router import deny, websocket_token
-from roost.telemetry.live.service import LiveFilter
+from roost.telemetry.live.service import LiveFilter, LiveHub
 from roost.telemetry.queries.service import (
     DEFAULT_POINTS,
+    TelemetryService,
     parse_aggregates,
     parse_bound,
     parse_interval,
 )
+from roost.telemetry.schemas import (
+    ConsumerGroupIn,
+    ConsumerGroupOut,
+    EventsOut,
+    FleetLatestOut,
+    LatestOut,
+    OffsetIn,
+    SeriesOut,
+    StreamPullOut,
+)
+from roost.telemetry.streams.service import StreamService
+
+
+class Services(Protocol):
+    """What the telemetry read routes use of the running Roost."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def identity(self) -> IdentityService: ...
+
+    @property
+    def live(self) -> LiveHub: ...
+
+    @property
+    def streams(self) -> StreamService: ...
+
+    @property
+    def telemetry(self) -> TelemetryService: ...
+
+
+RoostDep = Annotated[Services, Depends(get_roost)]
+
 
 router = APIRouter(tags=["telemetry"])
 
@@ -91,7 +128,7 @@ class HistoryParams(p.QueryParams):
 
 @router.get(
     "/devices/{device_id}/telemetry",
-    response_model=s.SeriesOut,
+    response_model=SeriesOut,
     operation_id="device_telemetry",
     responses=NOT_FOUND,
     summary="A sensor's history, raw or aggregated per interval",
@@ -132,7 +169,7 @@ async def device_telemetry(
 
 @router.get(
     "/devices/{device_id}/latest",
-    response_model=s.LatestOut,
+    response_model=LatestOut,
     operation_id="device_latest",
     responses=NOT_FOUND,
     summary="The last known value of every sensor of a device",
@@ -153,7 +190,7 @@ class EventParams(p.QueryParams):
 
 @router.get(
     "/devices/{device_id}/events",
-    response_model=s.EventsOut,
+    response_model=EventsOut,
     operation_id="device_events",
     responses=NOT_FOUND,
     summary="A device's events, filtered by type and time",
@@ -174,7 +211,7 @@ async def device_events(
     )
 
 
-class FleetParams(p.DeviceFilters):
+class FleetParams(DeviceFilters):
     """Which devices, and optionally which sensors."""
 
     sensor: list[str] = Field(default_factory=list, description="Only these sensors (repeatable)")
@@ -182,7 +219,7 @@ class FleetParams(p.DeviceFilters):
 
 @router.get(
     "/telemetry/latest",
-    response_model=s.FleetLatestOut,
+    response_model=FleetLatestOut,
     operation_id="fleet_latest",
     responses=NOT_FOUND,
     summary="Last known values across the fleet, by group, site, model, tag…",
@@ -198,21 +235,19 @@ async def fleet_latest(
 
 @router.post(
     "/streams",
-    response_model=s.ConsumerGroupOut,
+    response_model=ConsumerGroupOut,
     status_code=201,
     operation_id="create_consumer_group",
     responses=NOT_FOUND,
     summary="Create a consumer group reading the ingest log from its start or its end",
 )
-async def create_group(
-    roost: RoostDep, actor: ReaderDep, body: s.ConsumerGroupIn
-) -> dict[str, Any]:
+async def create_group(roost: RoostDep, actor: ReaderDep, body: ConsumerGroupIn) -> dict[str, Any]:
     return await roost.streams.create(actor, body.id, body.start)
 
 
 @router.get(
     "/streams/{group}",
-    response_model=s.ConsumerGroupOut,
+    response_model=ConsumerGroupOut,
     operation_id="consumer_group",
     responses=NOT_FOUND,
     summary="A consumer group's committed offset and the log's extent",
@@ -231,7 +266,7 @@ class PullParams(p.QueryParams):
 
 @router.get(
     "/streams/{group}/messages",
-    response_model=s.StreamPullOut,
+    response_model=StreamPullOut,
     operation_id="pull_messages",
     responses=NOT_FOUND,
     summary="Pull the tenant's telemetry and events after an offset",
@@ -248,12 +283,12 @@ async def pull(
 
 @router.post(
     "/streams/{group}/offset",
-    response_model=s.ConsumerGroupOut,
+    response_model=ConsumerGroupOut,
     operation_id="commit_offset",
     responses=NOT_FOUND,
     summary="Commit a consumer group's offset",
 )
-async def commit(roost: RoostDep, actor: ReaderDep, group: str, body: s.OffsetIn) -> dict[str, Any]:
+async def commit(roost: RoostDep, actor: ReaderDep, group: str, body: OffsetIn) -> dict[str, Any]:
     return await roost.streams.commit(actor, group, body.offset)
 
 
@@ -281,7 +316,7 @@ async def ws_stream(websocket: WebSocket) -> None:
     ``{"items": [...]}`` in the consumer-group item format; ``{"dropped": n}`` tells that a slow
     reader missed items.
     """
-    roost: Roost = websocket.app.state.roost
+    roost: Services = websocket.app.state.roost
     token = websocket_token(websocket)
     try:
         if token is None:
@@ -330,7 +365,7 @@ async def ws_stream(websocket: WebSocket) -> None:
         subscription.close()
 
 
-async def _stream_actor(roost: Roost, websocket: WebSocket, token: str) -> Actor:
+async def _stream_actor(roost: Services, websocket: WebSocket, token: str) -> Actor:
     """The live reader: a user, an API key or a consumer key (optionally X-Roost-Tenant)."""
     actor = await roost.identity.authenticate(token, allow_consumer=True)
     tenant = websocket.headers.get("x-roost-tenant")

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from roost.core.access import Actor, GrantScope, Role
 from roost.errors import InvalidInput, NotFound
 from roost.inventory.devices.service import DeviceQuery, DeviceService, group_condition
+from roost.inventory.tables import devices, groups, sensors
 from roost.store.database import Database
 from roost.store.queries import fetch_one
-from roost.store.schema import devices, groups, sensors
 from roost.telemetry.consumers.service import scope_of
 from roost.telemetry.engine.base import AGGREGATES, TimeSeriesStore
 from roost.telemetry.engine.batch import DecodedBatch, slot_value

@@ -20,10 +20,10 @@ from roost.core.ids import SLUG_RULE, is_slug
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.store.database import Database
 from roost.store.queries import fetch_one
-from roost.store.schema import consumer_groups
 from roost.telemetry.consumers.service import scope_of
 from roost.telemetry.engine.base import TimeSeriesStore
 from roost.telemetry.queries.service import SeriesDirectory, batch_items
+from roost.telemetry.streams.tables import consumer_groups
 
 # Items one pull may answer; batches are read until this many items of the tenant are found.
 MAX_PULL = 10_000

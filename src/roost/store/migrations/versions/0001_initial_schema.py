@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -27,7 +27,7 @@ def upgrade() -> None:
         "audit_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=True),
-        sa.Column("at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("entity_type", sa.String(length=32), nullable=False),
@@ -69,8 +69,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("description", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
     )
     op.create_table(
@@ -80,8 +80,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("contact_email", sa.String(length=320), nullable=True),
         sa.Column("notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -101,8 +101,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -118,8 +118,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("website", sa.String(length=500), nullable=True),
         sa.Column("notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -137,10 +137,10 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("is_superuser", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("disabled", sa.Boolean(), server_default=sa.false(), nullable=False),
-        sa.Column("last_login_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("last_login_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.Column("session_epoch", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -161,10 +161,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("secret_hash", sa.String(length=128), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("last_used_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -191,8 +191,8 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), server_default="", nullable=False),
         sa.Column("heartbeat_interval_s", sa.Integer(), nullable=True),
         sa.Column("auto_create_sensors", sa.Boolean(), server_default=sa.true(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "manufacturer_id"],
             ["manufacturers.tenant_id", "manufacturers.id"],
@@ -227,8 +227,8 @@ def upgrade() -> None:
         sa.Column("latitude", sa.Float(), nullable=True),
         sa.Column("longitude", sa.Float(), nullable=True),
         sa.Column("notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "customer_id"],
             ["customers.tenant_id", "customers.id"],
@@ -254,9 +254,9 @@ def upgrade() -> None:
         sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("model_id", sa.String(length=128), nullable=True),
         sa.Column("release_notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("released_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("released_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "model_id"],
             ["device_models.tenant_id", "device_models.id"],
@@ -287,9 +287,9 @@ def upgrade() -> None:
         sa.Column("firmware_id", sa.String(length=128), nullable=True),
         sa.Column("customer_id", sa.String(length=128), nullable=True),
         sa.Column("notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("last_seen_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "customer_id"],
             ["customers.tenant_id", "customers.id"],
@@ -349,8 +349,8 @@ def upgrade() -> None:
         sa.Column("mac_address", sa.String(length=17), nullable=True),
         sa.Column("manufacturer", sa.String(length=200), server_default="", nullable=False),
         sa.Column("notes", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_pk", "parent_id"],
             ["components.device_pk", "components.id"],
@@ -396,7 +396,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("group_id", sa.String(length=128), nullable=False),
         sa.Column("device_pk", sa.Integer(), nullable=False),
-        sa.Column("added_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("added_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],
@@ -426,8 +426,8 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column("unit", sa.String(length=32), server_default="", nullable=False),
         sa.Column("description", sa.Text(), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],

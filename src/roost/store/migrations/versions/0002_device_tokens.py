@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -29,10 +29,10 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("device_pk", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("last_used_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],
@@ -52,8 +52,8 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("committed_offset", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],

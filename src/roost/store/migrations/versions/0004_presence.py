@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -30,13 +30,13 @@ def upgrade() -> None:
             sa.Column("presence", sa.String(length=16), server_default="never_seen", nullable=False)
         )
         batch_op.add_column(
-            sa.Column("presence_since", roost.store.schema.UTCDateTime(), nullable=True)
+            sa.Column("presence_since", roost.store.metadata.UTCDateTime(), nullable=True)
         )
         batch_op.add_column(
             sa.Column("connections", sa.Integer(), server_default="0", nullable=False)
         )
         batch_op.add_column(
-            sa.Column("offline_due_at", roost.store.schema.UTCDateTime(), nullable=True)
+            sa.Column("offline_due_at", roost.store.metadata.UTCDateTime(), nullable=True)
         )
         batch_op.add_column(sa.Column("clock_skew_ms", sa.Integer(), nullable=True))
         batch_op.create_index(
@@ -51,7 +51,7 @@ def upgrade() -> None:
         "presence_history",
         sa.Column("id", _ROW_KEY, autoincrement=True, nullable=False),
         sa.Column("device_pk", sa.Integer(), nullable=False),
-        sa.Column("at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(

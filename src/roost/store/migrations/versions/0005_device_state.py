@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -25,13 +25,13 @@ def upgrade() -> None:
         "device_states",
         sa.Column("device_pk", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("desired", roost.store.schema.Json, nullable=False),
-        sa.Column("reported", roost.store.schema.Json, nullable=False),
-        sa.Column("meta", roost.store.schema.Json, nullable=False),
+        sa.Column("desired", roost.store.metadata.Json, nullable=False),
+        sa.Column("reported", roost.store.metadata.Json, nullable=False),
+        sa.Column("meta", roost.store.metadata.Json, nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("deleted_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("deleted_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],
@@ -46,13 +46,13 @@ def upgrade() -> None:
         sa.Column("device_pk", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.Column("actor_type", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
-        sa.Column("patch", roost.store.schema.Json, nullable=True),
-        sa.Column("desired", roost.store.schema.Json, nullable=False),
-        sa.Column("reported", roost.store.schema.Json, nullable=False),
+        sa.Column("patch", roost.store.metadata.Json, nullable=True),
+        sa.Column("desired", roost.store.metadata.Json, nullable=False),
+        sa.Column("reported", roost.store.metadata.Json, nullable=False),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -39,15 +39,15 @@ def upgrade() -> None:
         sa.Column("cron", sa.String(length=128), nullable=True),
         sa.Column("timezone", sa.String(length=64), server_default="UTC", nullable=False),
         sa.Column("offset_s", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("schedule_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("schedule_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
-        sa.Column("next_fire_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("last_fired_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("next_fire_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("last_fired_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.Column("fire_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_command_id", sa.String(length=32), nullable=True),
         sa.Column("created_by", sa.String(length=200), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],
@@ -82,16 +82,16 @@ def upgrade() -> None:
         sa.Column("status_details", _json(), nullable=True),
         sa.Column("result", _json(), nullable=True),
         sa.Column("timeout_s", sa.Integer(), nullable=False),
-        sa.Column("schedule_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("expires_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("due_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("schedule_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("expires_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("due_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.Column("schedule_id", sa.String(length=32), nullable=True),
         sa.Column("created_by", sa.String(length=200), server_default="", nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("sent_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("delivered_at", roost.store.schema.UTCDateTime(), nullable=True),
-        sa.Column("completed_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("sent_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("delivered_at", roost.store.metadata.UTCDateTime(), nullable=True),
+        sa.Column("completed_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("certificate", sa.Text(), nullable=False),
         sa.Column("sealed_key", sa.Text(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_certificate_authorities")),
     )
     op.create_table(
@@ -38,10 +38,10 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("certificate", sa.Text(), nullable=False),
         sa.Column("key_generated", sa.Boolean(), server_default=sa.false(), nullable=False),
-        sa.Column("not_before", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("not_after", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("not_before", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("not_after", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -28,8 +28,8 @@ def upgrade() -> None:
         sa.Column("device_pk", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), server_default="", nullable=False),
         sa.Column("secret", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_pk"],
             ["devices.pk"],
@@ -53,11 +53,11 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("secret", sa.LargeBinary(), nullable=False),
         sa.Column("site_id", sa.String(length=128), nullable=True),
-        sa.Column("group_ids", roost.store.schema.Json, nullable=False),
-        sa.Column("tags", roost.store.schema.Json, nullable=False),
+        sa.Column("group_ids", roost.store.metadata.Json, nullable=False),
+        sa.Column("tags", roost.store.metadata.Json, nullable=False),
         sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
@@ -74,10 +74,10 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("hint", sa.String(length=8), nullable=False),
         sa.Column("site_id", sa.String(length=128), nullable=True),
-        sa.Column("group_ids", roost.store.schema.Json, nullable=False),
-        sa.Column("tags", roost.store.schema.Json, nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("used_at", roost.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("group_ids", roost.store.metadata.Json, nullable=False),
+        sa.Column("tags", roost.store.metadata.Json, nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("used_at", roost.store.metadata.UTCDateTime(), nullable=True),
         sa.Column("device_id", sa.String(length=128), nullable=True),
         sa.ForeignKeyConstraint(
             ["tenant_id"],

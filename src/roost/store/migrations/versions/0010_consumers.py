@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import roost.store.schema
+import roost.store.metadata
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -26,12 +26,12 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("grants", roost.store.schema.Json, nullable=False),
+        sa.Column("grants", roost.store.metadata.Json, nullable=False),
         sa.Column("key_id", sa.String(length=32), nullable=False),
         sa.Column("secret_hash", sa.String(length=128), nullable=False),
-        sa.Column("key_created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("created_at", roost.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", roost.store.schema.UTCDateTime(), nullable=False),
+        sa.Column("key_created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
