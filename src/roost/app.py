@@ -13,6 +13,7 @@ from roost import __version__
 from roost.audit import router as audit
 from roost.commands import router as commands
 from roost.credentials.certificates import router as certificates
+from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
 from roost.http import problems, system
 from roost.http.middleware import BodyLimit, Metrics
@@ -61,6 +62,7 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (commands.router, API_PREFIX),
         (jobs.router, API_PREFIX),
         (certificates.router, API_PREFIX),
+        (keys.router, API_PREFIX),
         (provisioning.router, API_PREFIX),
         (consumers.router, API_PREFIX),
     ]

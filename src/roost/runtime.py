@@ -19,6 +19,7 @@ from typing import Any
 import roost.audit.tables
 import roost.commands.tables
 import roost.credentials.certificates.tables
+import roost.credentials.keys.tables
 import roost.credentials.tokens.tables
 import roost.identity.tables
 import roost.inventory.tables
@@ -38,8 +39,10 @@ from roost.core.context import ServiceDeps
 from roost.core.devicelink import DeviceLink
 from roost.core.limits import DeviceLimits
 from roost.core.scheduler import Scheduler
+from roost.credentials.authenticator import DeviceAuthenticator
 from roost.credentials.certificates.service import CertificateService
-from roost.credentials.tokens.service import CredentialService, DeviceAuthenticator
+from roost.credentials.keys.service import KeyService
+from roost.credentials.tokens.service import CredentialService
 from roost.identity.service import IdentityService
 from roost.identity.tokens import new_secret_key
 from roost.inventory.devices.service import DeviceService
@@ -126,6 +129,7 @@ class Roost:
     commands: CommandService
     jobs: JobService
     certificates: CertificateService
+    keys: KeyService
     provisioning: ProvisioningService
     consumers: ConsumerService
     limits: DeviceLimits
@@ -218,7 +222,8 @@ class Roost:
             commands=CommandService(deps),
             jobs=JobService(deps),
             certificates=CertificateService(deps, device_auth),
-            provisioning=ProvisioningService(deps, devices, device_auth, credentials),
+            keys=KeyService(deps, device_auth),
+            provisioning=ProvisioningService(deps, devices, credentials),
             consumers=consumers,
             limits=DeviceLimits(settings),
         )
@@ -229,7 +234,7 @@ class Roost:
         return (
             self.limits,
             self.certificates,
-            self.provisioning,
+            self.keys,
             self.consumers,
             self.presence,
             self.state,

@@ -25,7 +25,7 @@ from roost.bus.base import Bus
 from roost.bus.memory import MemoryBus
 from roost.config import load_settings
 from roost.core.access import Actor, Role, local_admin
-from roost.credentials.tokens.service import REVOCATION_SUBJECT
+from roost.credentials.authenticator import REVOCATION_SUBJECT
 from roost.credentials.tokens.signing import (
     DEVICE_AUDIENCE,
     InvalidDeviceToken,

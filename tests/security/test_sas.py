@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.credentials.keys import sas
+from roost.credentials.keys.service import SecretBox
 from roost.errors import AuthenticationFailed, InvalidInput
-from roost.provisioning.service import SecretBox, hash_id, hostname_device_id
+from roost.provisioning.service import hash_id, hostname_device_id
 
 KEY = base64.b64decode(sas.new_key())
 

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from roost.core.access import Actor, Role
-from roost.identity.service import DEFAULT_TENANT
+from roost.identity.tenants import DEFAULT_TENANT
 from roost.inventory.tables import devices
 from roost.runtime import Roost
 

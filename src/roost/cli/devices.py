@@ -28,8 +28,10 @@ from roost.cli.common import (
     tenant_actor,
     when,
 )
-from roost.inventory.bulk import service as bulk
-from roost.inventory.devices.service import DeviceQuery, parse_tag_filter
+from roost.inventory.bulk.export import export_devices
+from roost.inventory.bulk.importer import import_file
+from roost.inventory.bulk.parse import FORMATS
+from roost.inventory.devices.query import DeviceQuery, parse_tag_filter
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 
 app = group("device", "Devices: register, list, show, import and export them.")
@@ -355,7 +357,7 @@ def import_(
     """
     stdin = str(file) == "-"
     kind = fmt or ("" if stdin else file.suffix.lower().lstrip("."))
-    if kind not in bulk.FORMATS:
+    if kind not in FORMATS:
         raise typer.BadParameter(
             "cannot tell csv from json by the file name: add --format csv or --format json",
             param_hint="--format",
@@ -368,7 +370,7 @@ def import_(
     async def work() -> dict[str, Any]:
         async with open_roost(data_dir, database_url) as roost:
             actor = await tenant_actor(roost, tenant)
-            return await bulk.import_file(
+            return await import_file(
                 roost.devices,
                 actor,
                 data,
@@ -428,13 +430,13 @@ def export(
     """Export devices as CSV or JSON (JSON includes sensors and components); it imports back."""
     stdout = str(output) == "-"
     suffix = "" if stdout else output.suffix.lower().lstrip(".")
-    kind = fmt or (suffix if suffix in bulk.FORMATS else "csv")
+    kind = fmt or (suffix if suffix in FORMATS else "csv")
 
     async def work() -> str:
         query = _query(site, model, firmware, customer, group_id, tag, q)
         async with open_roost(data_dir, database_url) as roost:
             actor = await tenant_actor(roost, tenant)
-            return await bulk.export_devices(roost.devices, actor, query, kind)
+            return await export_devices(roost.devices, actor, query, kind)
 
     text = run(work())
     if stdout:

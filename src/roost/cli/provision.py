@@ -71,7 +71,7 @@ async def _bundle(
         token_row, token = await roost.credentials.issue_token(
             actor, device_id, name="offline bundle"
         )
-        key_row, key = await roost.provisioning.create_key(actor, device_id, "offline bundle")
+        key_row, key = await roost.keys.create_key(actor, device_id, "offline bundle")
         entries.append(
             {
                 "device_id": device_id,

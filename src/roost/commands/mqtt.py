@@ -1,10 +1,28 @@
-"""The device topics of commands: commands down, the device's answers up."""
+"""The MQTT door of commands: commands down to connected devices, their answers up.
+
+A command goes out on ``devices/{id}/commands/{cmd}`` at QoS 1 when the device holds a
+connection with a subscription covering that topic: the moment the gateway takes the copy it is
+``SENT``, and the device's PUBACK makes it ``DELIVERED``. A device that is away, or not
+subscribed yet, gets its queued commands when it connects or subscribes. The device answers with
+``{"status": "SUCCEEDED"|"FAILED", "result"}`` on ``…/{cmd}/response``; a refusal is PUBACK 0x99
+for MQTT 5 clients and, for every protocol version, ``{"id", "error"}`` on
+``…/response/rejected``. Every row move is the service's (:mod:`roost.commands.service`).
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
-from roost.core.devicelink import DeviceTopic
+import orjson
+
+from roost.commands.rules import device_message
+from roost.core.device_identity import DeviceIdentity
+from roost.core.devicelink import DevicePublish, DeviceTopic
+from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from roost.commands.service import CommandService
 
 #: The device's answer to command ``+``.
 RESPONSE: Final = DeviceTopic(("devices/{id}/commands/+/response",))
@@ -12,3 +30,82 @@ RESPONSE: Final = DeviceTopic(("devices/{id}/commands/+/response",))
 TOPICS: Final = (RESPONSE,)
 #: Where the server publishes commands (``devices/{id}/commands/{cmd_id}``) and refusals.
 DOWNLINK: Final = "devices/{id}/commands"
+
+
+def command_topic(device_id: str, command_id: str) -> str:
+    """The MQTT topic a command is published on."""
+    return f"devices/{device_id}/commands/{command_id}"
+
+
+class CommandsOverMQTT:
+    """Commands over the device link (see the module docstring); built by the service."""
+
+    def __init__(self, service: CommandService) -> None:
+        self.service = service
+        self.link = service.link
+
+    def register(self) -> None:
+        """Handle command responses and (re)connections on the link (server only)."""
+        self.link.route(RESPONSE, self._on_response)
+        self.link.on_connection(self._on_connection)
+        self.link.on_subscribe(self._on_subscribe)
+
+    # -- commands down ------------------------------------------------------------------------
+
+    async def flush(self, device_pk: int, device_id: str) -> int:
+        """Publish the device's sendable queued commands; those the gateway took become SENT."""
+        if not self.link.is_connected(device_pk):
+            return 0
+
+        def send(row: dict[str, Any]) -> bool:
+            ack = self._ack_callback(device_pk, row["id"])
+            topic = command_topic(device_id, row["id"])
+            return self.link.send(device_pk, topic, device_message(row), 1, ack)
+
+        return await self.service.send_queued(device_pk, device_id, send)
+
+    def _ack_callback(self, device_pk: int, command_id: str) -> Callable[[], None]:
+        def acked() -> None:
+            self.link.spawn(self.service.delivered(device_pk, command_id))
+
+        return acked
+
+    async def _on_connection(self, identity: DeviceIdentity, up: bool) -> None:
+        # A session resumed with its subscriptions gets its queued commands now; a new one
+        # gets them when it subscribes (no store read per connection in a reconnect storm).
+        probe = command_topic(identity.device_id, "-")
+        if up and self.link.subscribed(identity.device_pk, probe):
+            await self.flush(identity.device_pk, identity.device_id)
+
+    async def _flush_task(self, device_pk: int, device_id: str) -> None:
+        """:meth:`flush` as background work (``link.spawn`` takes coroutines answering None)."""
+        await self.flush(device_pk, device_id)
+
+    def _on_subscribe(self, identity: DeviceIdentity, topic_filter: str) -> None:
+        parts = topic_filter.split("/")
+        if len(parts) >= 3 and parts[1] == identity.device_id and parts[2] == "commands":
+            self.link.spawn(self._flush_task(identity.device_pk, identity.device_id))
+
+    # -- answers up ---------------------------------------------------------------------------
+
+    async def _on_response(self, message: DevicePublish) -> None:
+        """A device's answer on ``devices/{id}/commands/{cmd}/response``.
+
+        A refusal is PUBACK 0x99 for MQTT 5 clients and, for every protocol version, a message
+        ``{"id", "error"}`` on ``…/response/rejected``.
+        """
+        command_id = message.topic.split("/")[3]
+        try:
+            try:
+                body = orjson.loads(message.payload)
+            except orjson.JSONDecodeError:
+                raise InvalidInput("the command response is not valid JSON") from None
+            await self.service.respond(message.identity, command_id, body)
+        except (InvalidInput, NotFound, Conflict, PayloadTooLarge) as exc:
+            self.link.send(
+                message.identity.device_pk,
+                f"{message.topic}/rejected",
+                {"id": command_id, "error": exc.detail},
+                qos=0,
+            )
+            raise InvalidInput(exc.detail) from exc

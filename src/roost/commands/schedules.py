@@ -32,7 +32,7 @@ from roost.core.context import ServiceDeps
 from roost.core.ids import generate_id
 from roost.core.scheduler import earliest
 from roost.errors import InvalidInput, NotFound
-from roost.inventory.devices.service import device_pk_of
+from roost.inventory.devices.registry import device_pk_of
 from roost.inventory.tables import devices
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 

@@ -1,12 +1,10 @@
 """Commands to devices: queue, delivery, responses, timeouts, expiry (DESIGN.md §3 "Commands").
 
-A command is a row first (``QUEUED``) and a message second. It goes out over MQTT on
-``devices/{id}/commands/{cmd}`` at QoS 1 when the device holds a connection with a subscription
-covering that topic: the moment the gateway takes the copy it is ``SENT``, and the device's
-PUBACK makes it ``DELIVERED``. A device that is away, or not subscribed yet, gets its queued
-commands when it connects or subscribes; an HTTP-only device fetches them with a long-poll
-(``DELIVERED`` at once). The device answers with ``{"status": "SUCCEEDED"|"FAILED", "result"}``
-on ``…/{cmd}/response`` or over HTTP.
+A command is a row first (``QUEUED``) and a message second. It goes out over MQTT
+(:mod:`roost.commands.mqtt`: ``SENT`` when the gateway takes the copy, ``DELIVERED`` on the
+device's PUBACK) when the device holds a connection subscribed to it, else when it connects or
+subscribes; an HTTP-only device fetches its commands with a long-poll (``DELIVERED`` at once).
+The device answers with ``{"status": "SUCCEEDED"|"FAILED", "result"}`` over MQTT or HTTP.
 
 Every timer lives in the row (``due_at``, see :mod:`roost.commands.tables`): a pass of the
 scheduler expires queued commands past ``expires_at`` (never delivered), times out sent ones
@@ -24,18 +22,18 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
-from roost.commands import mqtt as topics
+from roost.commands import store
+from roost.commands.mqtt import CommandsOverMQTT
 from roost.commands.rules import (
     DEVICE_FINAL,
     DEVICE_INTERIM,
@@ -51,13 +49,11 @@ from roost.commands.tables import commands
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
-from roost.core.devicelink import DevicePublish
 from roost.core.ids import generate_id
-from roost.core.lifecycle import COMMAND_TERMINAL, CommandStatus, command_move
+from roost.core.lifecycle import COMMAND_TERMINAL, CommandStatus
 from roost.core.scheduler import earliest
-from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from roost.inventory.devices.service import device_pk_of
-from roost.inventory.tables import devices
+from roost.errors import InvalidInput
+from roost.inventory.devices.registry import device_pk_of
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 
 log = logging.getLogger(__name__)
@@ -79,8 +75,6 @@ WAIT_RECHECK_S = 2.0
 #: A device that ended a long-poll this recently counts as online for ``?wait``: it is
 #: between two polls (working on the last answer), not away.
 RECENT_POLL_S = 5.0
-#: Rows a pass or a flush handles in one transaction; a full batch runs the pass again at once.
-BATCH = 200
 SORTS = ("created_at", "updated_at", "status", "name", "id")
 
 
@@ -93,55 +87,6 @@ class Change:
     command_id: str
     status: str
     at: datetime
-
-
-def command_out(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The API's view of a command row (joined with its device's id)."""
-    return {
-        "id": row["id"],
-        "device_id": row["device_id"],
-        "name": row["name"],
-        "params": row["params"],
-        "status": row["status"],
-        "status_details": row["status_details"],
-        "result": row["result"],
-        "timeout_s": row["timeout_s"],
-        "schedule_at": row["schedule_at"],
-        "expires_at": row["expires_at"],
-        "schedule_id": row["schedule_id"],
-        "created_by": row["created_by"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "sent_at": row["sent_at"],
-        "delivered_at": row["delivered_at"],
-        "completed_at": row["completed_at"],
-    }
-
-
-def command_topic(device_id: str, command_id: str) -> str:
-    """The MQTT topic a command is published on."""
-    return f"devices/{device_id}/commands/{command_id}"
-
-
-def _select() -> sa.Select[Any]:
-    return sa.select(commands, devices.c.id.label("device_id")).join(
-        devices, devices.c.pk == commands.c.device_pk
-    )
-
-
-def _sendable(device_pk: int, now: datetime) -> sa.Select[Any]:
-    """A device's queued commands that may go out now (scheduled time come, not expired)."""
-    return (
-        _select()
-        .where(
-            commands.c.device_pk == device_pk,
-            commands.c.status == C.QUEUED.value,
-            sa.or_(commands.c.schedule_at.is_(None), commands.c.schedule_at <= now),
-            sa.or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
-        )
-        .order_by(commands.c.created_at, commands.c.id)
-        .limit(BATCH)
-    )
 
 
 class _DeviceLocks:
@@ -179,6 +124,7 @@ class CommandService:
         self.link = deps.link
         self.clock = deps.clock
         self.schedules = CommandScheduleService(deps, self)
+        self.mqtt = CommandsOverMQTT(self)
         self._locks = _DeviceLocks()
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._pollers: Counter[int] = Counter()
@@ -192,9 +138,7 @@ class CommandService:
 
     async def start(self) -> None:
         """Handle command responses and (re)connections; start the due-row passes."""
-        self.link.route(topics.RESPONSE, self._on_mqtt_response)
-        self.link.on_connection(self._on_connection)
-        self.link.on_subscribe(self._on_subscribe)
+        self.mqtt.register()
         interval = self.deps.settings.timer_check_s
         self.deps.scheduler.every(TIMER, interval, self.due_pass)
         self.schedules.register(interval)
@@ -208,21 +152,12 @@ class CommandService:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _row(self, conn: AsyncConnection, device_pk: int, command_id: str) -> dict[str, Any]:
-        row = await fetch_one(
-            conn,
-            _select().where(commands.c.id == command_id, commands.c.device_pk == device_pk),
-        )
-        if row is None:
-            raise NotFound(f"no command {command_id!r} for this device")
-        return row
-
     async def get(self, actor: Actor, device_id: str, command_id: str) -> dict[str, Any]:
         """One command of a device."""
         actor.require(Role.VIEWER)
         async with self.db.read() as conn:
             pk = await device_pk_of(conn, actor.tenant_id, device_id)
-            return command_out(await self._row(conn, pk, command_id))
+            return store.command_out(await store.command_row(conn, pk, command_id))
 
     async def list_commands(
         self,
@@ -242,13 +177,13 @@ class CommandService:
         page = PageRequest(page.limit, page.offset, page.sort or "-created_at")
         async with self.db.read() as conn:
             pk = await device_pk_of(conn, actor.tenant_id, device_id)
-            stmt = _select().where(commands.c.device_pk == pk)
+            stmt = store.select_commands().where(commands.c.device_pk == pk)
             if wanted:
                 stmt = stmt.where(commands.c.status.in_(wanted))
             rows, total = await fetch_page(
                 conn, stmt, order_by(commands, page.sort, SORTS, "-created_at"), page
             )
-        return Page([command_out(r) for r in rows], total, page.limit, page.offset)
+        return Page([store.command_out(r) for r in rows], total, page.limit, page.offset)
 
     # -- creating and cancelling --------------------------------------------------------------
 
@@ -319,7 +254,7 @@ class CommandService:
             "completed_at": None,
         }
         await conn.execute(commands.insert().values(**values))
-        return command_out({**values, "device_id": device_id})
+        return store.command_out({**values, "device_id": device_id})
 
     async def create(self, actor: Actor, device_id: str, request: CommandRequest) -> dict[str, Any]:
         """Queue a command for a device and send it at once when the device can take it."""
@@ -336,7 +271,7 @@ class CommandService:
             )  # fmt: skip
         await self.queued(actor.tenant_id, pk, [record])
         async with self.db.read() as conn:
-            return command_out(await self._row(conn, pk, record["id"]))
+            return store.command_out(await store.command_row(conn, pk, record["id"]))
 
     async def queued(self, tenant_id: str, device_pk: int, records: list[dict[str, Any]]) -> None:
         """After the commit of new commands: announce them and hand them to the device."""
@@ -354,7 +289,7 @@ class CommandService:
     async def _offer(self, device_pk: int, device_id: str) -> None:
         """The device has work it may take now: send over MQTT, and wake its long-polls."""
         self._queued_gen[device_pk] += 1
-        await self.flush(device_pk, device_id)
+        await self.mqtt.flush(device_pk, device_id)
         self.link.notify(device_pk)
 
     async def cancel(self, actor: Actor, device_id: str, command_id: str) -> dict[str, Any]:
@@ -363,52 +298,21 @@ class CommandService:
         now = self.clock()
         async with self.db.write() as conn:
             pk = await device_pk_of(conn, actor.tenant_id, device_id)
-            row = await self._row(conn, pk, command_id)
-            after = await self._move(
+            row = await store.command_row(conn, pk, command_id)
+            after = await store.move(
                 conn, row, C.CANCELED, now, completed_at=now, due_at=None,
                 status_details={"reason": f"canceled by {actor.name}"},
             )  # fmt: skip
             assert after is not None
             await audit.record(
                 conn, actor, "cancel", "command", command_id,
-                before=command_out(row), after=command_out(after), device_id=device_id, at=now,
+                before=store.command_out(row), after=store.command_out(after), device_id=device_id,
+                at=now,
             )  # fmt: skip
         await self._announce([Change(actor.tenant_id, device_id, command_id, C.CANCELED, now)])
-        return command_out(after)
+        return store.command_out(after)
 
-    # -- moves --------------------------------------------------------------------------------
-
-    async def _move(
-        self,
-        conn: AsyncConnection,
-        row: Mapping[str, Any],
-        target: CommandStatus,
-        now: datetime,
-        *,
-        via: tuple[CommandStatus, ...] = (),
-        strict: bool = True,
-        **values: Any,
-    ) -> dict[str, Any] | None:
-        """Move ``row`` to ``target`` (through ``via``) if it is still in the status it was read in.
-
-        An illegal move is a Conflict. A row that changed meanwhile (a response racing a timeout)
-        is a Conflict too when ``strict``, else None.
-        """
-        current = C(row["status"])
-        step = current
-        for next_status in (*via, target):
-            step = command_move(step, next_status)
-        changes = {"status": target.value, "updated_at": now, **values}
-        result = await conn.execute(
-            commands.update()
-            .where(commands.c.id == row["id"], commands.c.status == current.value)
-            .values(**changes)
-        )
-        if result.rowcount != 1:
-            if strict:
-                raise Conflict("the command changed meanwhile; read it again")
-            return None
-        return {**row, **changes}
+    # -- notices ----------------------------------------------------------------------------------
 
     async def _announce(self, changes: list[Change]) -> None:
         """Wake waiting requests here and publish a notice per change (best effort)."""
@@ -442,28 +346,30 @@ class CommandService:
         if isinstance(notice, dict) and isinstance(notice.get("command_id"), str):
             self._wake(notice["command_id"])
 
-    # -- MQTT delivery ------------------------------------------------------------------------
+    # -- delivery -----------------------------------------------------------------------------
 
-    async def flush(self, device_pk: int, device_id: str) -> int:
-        """Publish the device's sendable queued commands; those the gateway took become SENT."""
-        if not self.link.is_connected(device_pk):
-            return 0
+    async def send_queued(
+        self, device_pk: int, device_id: str, send: Callable[[dict[str, Any]], bool]
+    ) -> int:
+        """Offer the device's sendable queued commands to ``send``; those it took become SENT.
+
+        ``send`` is a door's delivery (True when the copy was taken); offering stops at the first
+        one it declines, so the rest keep their order for the next try.
+        """
         sent: list[Change] = []
         async with self._locks.hold(device_pk):
             now = self.clock()
             async with self.db.read() as conn:
-                rows = as_dicts(await conn.execute(_sendable(device_pk, now)))
+                rows = as_dicts(await conn.execute(store.sendable(device_pk, now)))
             taken = []
             for row in rows:
-                ack = self._ack_callback(device_pk, row["id"])
-                topic = command_topic(device_id, row["id"])
-                if not self.link.send(device_pk, topic, device_message(row), 1, ack):
-                    break  # not subscribed (yet): the subscription hook sends them
+                if not send(row):
+                    break  # not subscribed (yet): the door sends them when the device subscribes
                 taken.append(row)
             if taken:
                 async with self.db.write() as conn:
                     for row in taken:
-                        after = await self._move(
+                        after = await store.move(
                             conn, row, C.SENT, now, strict=False, sent_at=now,
                             due_at=now + timedelta(seconds=row["timeout_s"]),
                         )  # fmt: skip
@@ -474,43 +380,22 @@ class CommandService:
             await self._announce(sent)
         return len(sent)
 
-    def _ack_callback(self, device_pk: int, command_id: str) -> Callable[[], None]:
-        def acked() -> None:
-            self.link.spawn(self._delivered(device_pk, command_id))
-
-        return acked
-
-    async def _delivered(self, device_pk: int, command_id: str) -> None:
-        """The device acknowledged the PUBLISH: SENT → DELIVERED (anything else stays)."""
+    async def delivered(self, device_pk: int, command_id: str) -> None:
+        """The device acknowledged the command: SENT → DELIVERED (anything else stays)."""
         async with self._locks.hold(device_pk):
             now = self.clock()
             async with self.db.write() as conn:
-                row = await fetch_one(conn, _select().where(commands.c.id == command_id))
+                wanted = store.select_commands().where(commands.c.id == command_id)
+                row = await fetch_one(conn, wanted)
                 if row is None or row["status"] != C.SENT.value:
                     return
-                after = await self._move(
+                after = await store.move(
                     conn, row, C.DELIVERED, now, strict=False, delivered_at=now
                 )
         if after is not None:
             await self._announce(
                 [Change(row["tenant_id"], row["device_id"], command_id, C.DELIVERED, now)]
             )
-
-    async def _on_connection(self, identity: DeviceIdentity, up: bool) -> None:
-        # A session resumed with its subscriptions gets its queued commands now; a new one
-        # gets them when it subscribes (no store read per connection in a reconnect storm).
-        probe = command_topic(identity.device_id, "-")
-        if up and self.link.subscribed(identity.device_pk, probe):
-            await self.flush(identity.device_pk, identity.device_id)
-
-    async def _flush_task(self, device_pk: int, device_id: str) -> None:
-        """:meth:`flush` as background work (``link.spawn`` takes coroutines answering None)."""
-        await self.flush(device_pk, device_id)
-
-    def _on_subscribe(self, identity: DeviceIdentity, topic_filter: str) -> None:
-        parts = topic_filter.split("/")
-        if len(parts) >= 3 and parts[1] == identity.device_id and parts[2] == "commands":
-            self.link.spawn(self._flush_task(identity.device_pk, identity.device_id))
 
     # -- device answers -----------------------------------------------------------------------
 
@@ -521,20 +406,20 @@ class CommandService:
         async with self._locks.hold(pk):
             now = self.clock()
             async with self.db.write() as conn:
-                row = await self._row(conn, pk, command_id)
+                row = await store.command_row(conn, pk, command_id)
                 current = C(row["status"])
                 extra: dict[str, Any] = {}
                 if details is not None:
                     extra["status_details"] = details
                 if status in DEVICE_INTERIM:
                     if current is C.DELIVERED:
-                        return command_out(row)
-                    after = await self._move(conn, row, C.DELIVERED, now, delivered_at=now, **extra)
+                        return store.command_out(row)
+                    after = await store.move(conn, row, C.DELIVERED, now, delivered_at=now, **extra)
                 else:
                     target = DEVICE_FINAL[status]
                     if row["delivered_at"] is None:
                         extra["delivered_at"] = now  # answering proves it arrived
-                    after = await self._move(
+                    after = await store.move(
                         conn, row, target, now, result=result, completed_at=now, due_at=None,
                         **extra,
                     )  # fmt: skip
@@ -542,29 +427,7 @@ class CommandService:
         await self._announce(
             [Change(identity.tenant_id, identity.device_id, command_id, after["status"], now)]
         )
-        return command_out(after)
-
-    async def _on_mqtt_response(self, message: DevicePublish) -> None:
-        """A device's answer on ``devices/{id}/commands/{cmd}/response``.
-
-        A refusal is PUBACK 0x99 for MQTT 5 clients and, for every protocol version, a message
-        ``{"id", "error"}`` on ``…/response/rejected``.
-        """
-        command_id = message.topic.split("/")[3]
-        try:
-            try:
-                body = orjson.loads(message.payload)
-            except orjson.JSONDecodeError:
-                raise InvalidInput("the command response is not valid JSON") from None
-            await self.respond(message.identity, command_id, body)
-        except (InvalidInput, NotFound, Conflict, PayloadTooLarge) as exc:
-            self.link.send(
-                message.identity.device_pk,
-                f"{message.topic}/rejected",
-                {"id": command_id, "error": exc.detail},
-                qos=0,
-            )
-            raise InvalidInput(exc.detail) from exc
+        return store.command_out(after)
 
     # -- HTTP-only devices --------------------------------------------------------------------
 
@@ -576,13 +439,13 @@ class CommandService:
             now = self.clock()
             # Read first: most polls find nothing, and need not queue for the write lock.
             async with self.db.read() as conn:
-                rows = as_dicts(await conn.execute(_sendable(pk, now)))
+                rows = as_dicts(await conn.execute(store.sendable(pk, now)))
             if not rows:
                 return []
             async with self.db.write() as conn:
                 for row in rows:
                     # Handing it over is sending and delivering at once.
-                    after = await self._move(
+                    after = await store.move(
                         conn, row, C.DELIVERED, now, via=(C.SENT,), strict=False, sent_at=now,
                         delivered_at=now, due_at=now + timedelta(seconds=row["timeout_s"]),
                     )  # fmt: skip
@@ -651,7 +514,7 @@ class CommandService:
             while True:
                 event.clear()
                 async with self.db.read() as conn:
-                    record = command_out(await self._row(conn, pk, command_id))
+                    record = store.command_out(await store.command_row(conn, pk, command_id))
                 remaining = deadline - loop.time()
                 if record["status"] in COMMAND_TERMINAL or remaining <= 0:
                     return record
@@ -670,10 +533,10 @@ class CommandService:
         """Expire, time out and release what is due; answer when the next row is due."""
         now = self.clock()
         due = (
-            _select()
+            store.select_commands()
             .where(commands.c.due_at.is_not(None), commands.c.due_at <= now)
             .order_by(commands.c.due_at)
-            .limit(BATCH)
+            .limit(store.BATCH)
         )
         # Read first: most passes find nothing, and need not queue for the write lock.
         async with self.db.read() as conn:
@@ -691,7 +554,7 @@ class CommandService:
         await self._announce(changes)
         for pk, device_id in release.items():
             await self._offer(pk, device_id)
-        if len(rows) == BATCH:
+        if len(rows) == store.BATCH:
             return now.timestamp()
         return await earliest(self.db, commands.c.due_at)
 
@@ -702,7 +565,7 @@ class CommandService:
         tenant, device_id = row["tenant_id"], row["device_id"]
         if status is C.QUEUED:
             if row["expires_at"] is not None and row["expires_at"] <= now:
-                after = await self._move(
+                after = await store.move(
                     conn, row, C.EXPIRED, now, strict=False, completed_at=now, due_at=None,
                     status_details={"reason": "expired before it was delivered"},
                 )  # fmt: skip
@@ -718,7 +581,7 @@ class CommandService:
             release[row["device_pk"]] = device_id
             return None
         if status in (C.SENT, C.DELIVERED):
-            after = await self._move(
+            after = await store.move(
                 conn, row, C.TIMED_OUT, now, strict=False, completed_at=now, due_at=None,
                 status_details={"reason": f"no response within {row['timeout_s']} s"},
             )  # fmt: skip

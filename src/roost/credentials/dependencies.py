@@ -24,7 +24,7 @@ from roost.core.device_identity import (
 )
 from roost.core.devicelink import DeviceLink
 from roost.core.limits import DeviceLimits
-from roost.credentials.tokens.service import DeviceAuthenticator
+from roost.credentials.authenticator import DeviceAuthenticator
 from roost.errors import AuthenticationFailed, PermissionDenied
 from roost.http.deps import get_roost
 

@@ -14,15 +14,9 @@ of each execution's latest attempt; ``end_at`` stops releases and CANCELs execut
 released (AWS's STOP_ROLLOUT, then the job can complete); when a device leaves a continuous
 job's targets its QUEUED execution becomes REMOVED, an IN_PROGRESS one runs on.
 
-Device side (DESIGN.md §3 "Message formats"), over MQTT and the HTTP device routes alike:
-
-* ``devices/{id}/jobs/notify`` ← ``{"jobs": [{job_id, status, document, version, attempt, …}]}``,
-  the device's pending executions (IN_PROGRESS, then released QUEUED), sent on every change, on
-  connect, on a subscription covering the topic, and as the answer to ``devices/{id}/jobs/get``.
-* ``devices/{id}/jobs/start-next`` → ``…/start-next/accepted`` ``{"execution": {…} | null}``.
-* ``devices/{id}/jobs/{job_id}/update`` → ``…/update/accepted`` or ``…/update/rejected``
-  ``{"code", "message"}``. A malformed update is also refused with MQTT 5 PUBACK 0x99; a refusal
-  by the state machine, a version mismatch or an unknown job is acknowledged normally.
+The device side (pending list, start-next, updates) is one set of functions for every door: the
+HTTP device routes and the MQTT topics of :mod:`roost.jobs.mqtt`, which also sends each device
+its pending list after every change.
 """
 
 from __future__ import annotations
@@ -40,14 +34,12 @@ from roost.audit import service as audit
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
-from roost.core.devicelink import DevicePublish
 from roost.core.ids import generate_id
 from roost.core.lifecycle import EXECUTION_TERMINAL, ExecutionStatus
-from roost.errors import Conflict, InvalidInput, NotFound, RoostError
+from roost.errors import Conflict, InvalidInput, NotFound
 from roost.inventory.service import check_id
-from roost.inventory.tables import devices
-from roost.jobs import mqtt as topics
 from roost.jobs import store
+from roost.jobs.mqtt import JobsOverMQTT
 from roost.jobs.passes import JobPasses
 from roost.jobs.rules import (
     JOB_TERMINAL,
@@ -60,7 +52,6 @@ from roost.jobs.rules import (
     parse_start_options,
 )
 from roost.jobs.tables import job_executions, jobs
-from roost.mqtt.topics import topic_matches
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one
 
 log = logging.getLogger(__name__)
@@ -105,17 +96,13 @@ class JobService:
         self.db = deps.db
         self.clock = deps.clock
         self.passes = JobPasses(self.db, self.clock, self._after_pass)
+        self.mqtt = JobsOverMQTT(self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Register MQTT routes, hooks and the jobs timer (server only)."""
-        link = self.deps.link
-        link.route(topics.UPDATE, self._mqtt_update)
-        link.route(topics.GET, self._mqtt_get)
-        link.route(topics.START_NEXT, self._mqtt_start_next)
-        link.on_subscribe(self._subscribed)
-        link.on_connection(self._connection)
+        self.mqtt.register()
         self.deps.scheduler.every(TIMER, self.deps.settings.timer_check_s, self.passes.run_pass)
 
     async def close(self) -> None:
@@ -427,98 +414,7 @@ class JobService:
             raise NotFound(f"no job {job_id!r} for device {identity.device_id!r}")
         return row
 
-    # -- MQTT doors ---------------------------------------------------------------------------
-
-    async def _mqtt_update(self, message: DevicePublish) -> None:
-        identity = message.identity
-        job_id = message.topic.split("/")[3]
-        base = f"devices/{identity.device_id}/jobs/{job_id}/update"
-        try:
-            raw = orjson.loads(message.payload)
-        except orjson.JSONDecodeError:
-            raw = None
-        token = raw.get("client_token") if isinstance(raw, dict) else None
-        try:
-            if raw is None:
-                raise InvalidInput("the update is not JSON")
-            answer = await self.update(identity, job_id, raw)
-        except (InvalidInput, Conflict, NotFound) as exc:
-            self._reject(identity, base, exc, token if isinstance(token, str) else None)
-            if isinstance(exc, InvalidInput):
-                raise
-            return
-        self.deps.link.send(identity.device_pk, f"{base}/accepted", answer)
-
-    async def _mqtt_start_next(self, message: DevicePublish) -> None:
-        identity = message.identity
-        base = f"devices/{identity.device_id}/jobs/start-next"
-        raw: Any = None
-        try:
-            if message.payload.strip():
-                try:
-                    raw = orjson.loads(message.payload)
-                except orjson.JSONDecodeError:
-                    raise InvalidInput("the start-next request is not JSON") from None
-            answer = await self.start_next(identity, raw)
-        except (InvalidInput, Conflict, NotFound) as exc:
-            token = raw.get("client_token") if isinstance(raw, dict) else None
-            self._reject(identity, base, exc, token if isinstance(token, str) else None)
-            if isinstance(exc, InvalidInput):
-                raise
-            return
-        self.deps.link.send(identity.device_pk, f"{base}/accepted", answer)
-
-    async def _mqtt_get(self, message: DevicePublish) -> None:
-        await self._notify_devices([message.identity.device_pk])
-
-    def _reject(
-        self, identity: DeviceIdentity, base: str, exc: RoostError, token: str | None
-    ) -> None:
-        if isinstance(exc, NotFound):
-            code = "ResourceNotFound"
-        elif isinstance(exc, Conflict):
-            code = str(exc.extra.get("code") or "Conflict")
-        else:
-            code = "InvalidRequest"
-        body = self._answer({"code": code, "message": exc.detail}, token)
-        self.deps.link.send(identity.device_pk, f"{base}/rejected", body)
-
-    def _subscribed(self, identity: DeviceIdentity, topic_filter: str) -> None:
-        if topic_matches(topic_filter, f"devices/{identity.device_id}/jobs/notify"):
-            self.deps.link.spawn(self._notify_devices([identity.device_pk]))
-
-    async def _connection(self, identity: DeviceIdentity, up: bool) -> None:
-        # Only a session that resumed with a subscription to its notify topic needs the list
-        # now; a new one gets it when it subscribes (no store read per connection otherwise).
-        topic = f"devices/{identity.device_id}/jobs/notify"
-        if up and self.deps.link.subscribed(identity.device_pk, topic):
-            await self._notify_devices([identity.device_pk])
-
-    # -- the jobs pass ------------------------------------------------------------------------
-
-    # -- shared pieces ------------------------------------------------------------------------
-
-    async def _notify_devices(self, pks: Iterable[int]) -> None:
-        """Send each connected device its pending list; wake HTTP long-polls of all of them."""
-        wanted = sorted(set(pks))
-        link = self.deps.link
-        for pk in wanted:
-            link.notify(pk)
-        connected = [pk for pk in wanted if link.is_connected(pk)]
-        if not connected:
-            return
-        async with self.db.read() as conn:
-            ids: dict[int, str] = {}
-            for chunk in store.chunks(connected):
-                ids.update(
-                    (pk, device_id)
-                    for pk, device_id in await conn.execute(
-                        sa.select(devices.c.pk, devices.c.id).where(devices.c.pk.in_(chunk))
-                    )
-                )
-            lists = await store.pending_lists(conn, connected)
-        for pk, device_id in ids.items():
-            link.send(pk, f"devices/{device_id}/jobs/notify", {"jobs": lists.get(pk, [])}, qos=1)
+    # -- after a change -----------------------------------------------------------------------
 
     async def _after_pass(self, device_pks: Iterable[int], changes: Iterable[JobChange]) -> None:
         await self._after_change(device_pks, changes, wake=False)
@@ -533,7 +429,7 @@ class JobService:
         """After a commit: tell devices, publish notices, and run the pass when asked."""
         pks = set(device_pks)
         if pks:
-            await self._notify_devices(pks)
+            await self.mqtt.notify(pks)
         self._publish(list(dict.fromkeys(changes)))
         if wake:
             self.deps.scheduler.wake(TIMER)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.core.lifecycle import ExecutionStatus, execution_move
 from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
-from roost.inventory.devices.service import group_condition
+from roost.inventory.devices.query import group_condition
 from roost.inventory.tables import device_tags, devices, groups
 from roost.jobs.rollout import parse_retries, retry_allowed
 from roost.jobs.rules import DeviceUpdate, JobStatus, Targets

@@ -23,7 +23,7 @@ will delay, session expiry) in one sweep, which :meth:`Gateway.start` schedules 
 
 Refusal decisions (MQTT 5 reason code; MQTT 3.1.1 behaviour). At CONNECT the authenticator's
 exception decides: ``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0x87, anything else →
-0x88 (see :mod:`roost.credentials.tokens.service`):
+0x88 (see :mod:`roost.credentials.authenticator`):
 
 ==========================================  =============================  ======================
 case                                        MQTT 5                         MQTT 3.1.1

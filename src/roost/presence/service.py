@@ -42,7 +42,8 @@ from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
 from roost.errors import NotFound
-from roost.inventory.devices.service import DeviceQuery, DeviceService
+from roost.inventory.devices.query import DeviceQuery
+from roost.inventory.devices.service import DeviceService
 from roost.inventory.tables import device_models, devices
 from roost.presence.rules import SkewEstimator, effective_policy
 from roost.presence.tables import presence_history

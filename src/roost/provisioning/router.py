@@ -1,5 +1,5 @@
-"""HTTP routes: device keys (SAS tokens), enrollment groups, attestation hashes, and the two
-doors by which a device provisions itself (``/provisioning/register``, ``/provisioning/bootstrap``).
+"""HTTP routes: enrollment groups, attestation hashes, and the two doors by which a device
+provisions itself (``/provisioning/register``, ``/provisioning/bootstrap``).
 """
 
 from __future__ import annotations
@@ -40,28 +40,6 @@ router = APIRouter(tags=["provisioning"])
 ERRORS = s.problem_responses(403, 404, 409, 422)
 DEVICE_ERRORS = s.problem_responses(401, 403, 422, 429)
 TagValue = str | int | float | bool
-
-
-class DeviceKeyIn(s.Body):
-    """A new device key."""
-
-    name: str = Field(default="", max_length=200)
-
-
-class DeviceKeyOut(s.Out):
-    """A device key as listed (never the key)."""
-
-    id: str
-    device_id: str
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-
-class DeviceKeyCreated(DeviceKeyOut):
-    """A new device key, with the key itself (Base64), shown this once."""
-
-    key: str
 
 
 class EnrollmentIn(s.Body):
@@ -155,52 +133,6 @@ class HashesCreated(s.Out):
     """The stored hashes."""
 
     items: list[HashOut]
-
-
-# -- device keys ---------------------------------------------------------------------------
-
-
-@router.post(
-    "/devices/{device_id}/keys",
-    response_model=DeviceKeyCreated,
-    status_code=201,
-    operation_id="create_device_key",
-    summary="Make a device key for SAS tokens (shown once; operator)",
-    responses=ERRORS,
-)
-async def create_device_key(
-    roost: RoostDep, actor: ActorDep, device_id: str, body: DeviceKeyIn | None = None
-) -> dict[str, Any]:
-    body = body or DeviceKeyIn()
-    row, key = await roost.provisioning.create_key(actor, device_id, body.name)
-    return {**row, "key": key}
-
-
-@router.get(
-    "/devices/{device_id}/keys",
-    response_model=s.Page[DeviceKeyOut],
-    operation_id="list_device_keys",
-    summary="List a device's keys, revoked ones included (never the key itself)",
-    responses=ERRORS,
-)
-async def list_device_keys(
-    roost: RoostDep, actor: ActorDep, device_id: str, page: PageDep
-) -> Page[dict[str, Any]]:
-    return await roost.provisioning.list_keys(actor, device_id, page)
-
-
-@router.delete(
-    "/devices/{device_id}/keys/{key_id}",
-    status_code=204,
-    operation_id="revoke_device_key",
-    summary="Revoke a device key at once, in every process; its sessions close (operator)",
-    responses=ERRORS,
-)
-async def revoke_device_key(
-    roost: RoostDep, actor: ActorDep, device_id: str, key_id: str
-) -> Response:
-    await roost.provisioning.revoke_key(actor, device_id, key_id)
-    return Response(status_code=204)
 
 
 # -- enrollment groups ---------------------------------------------------------------------

@@ -20,7 +20,8 @@ from roost.errors import ValidationFailed
 from roost.http import params as p
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, get_roost
-from roost.state.service import DEFAULT_STATE, StateService
+from roost.state.rules import DEFAULT_STATE
+from roost.state.service import StateService
 from roost.store.queries import Page
 from roost.telemetry.queries.service import parse_bound
 

@@ -17,6 +17,9 @@ do to match what is wanted, and what it receives on ``devices/{id}/state/delta``
 
 Limits keep documents small enough to send to a device in one message: a size in bytes of the
 ``desired`` and ``reported`` sections together, and a nesting depth (AWS: 8 KB and 6 levels).
+
+Every device has the default document; named ones are made by their first update. A name goes
+into URLs and MQTT topics, so it is a short slug.
 """
 
 from __future__ import annotations
@@ -26,11 +29,25 @@ from typing import Any
 
 import orjson
 
+from roost.core.ids import is_slug
 from roost.errors import Conflict, InvalidInput, PayloadTooLarge
 
 SECTIONS = ("desired", "reported")
 DEFAULT_MAX_BYTES = 8 * 1024
 DEFAULT_MAX_DEPTH = 6
+DEFAULT_STATE = "default"
+# State names appear in URLs and MQTT topics: a slug, short.
+MAX_NAME_LENGTH = 64
+
+
+def check_name(name: str) -> str:
+    """The state name, or InvalidInput when it cannot be one (it goes into URLs and topics)."""
+    if len(name) > MAX_NAME_LENGTH or not is_slug(name):
+        raise InvalidInput(
+            f"a state name is 1-{MAX_NAME_LENGTH} characters: letters, digits and . _ : - "
+            "(not starting with a symbol)"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,11 @@ write transactions anyway).
 After the commit (best effort, never failing the write):
 
 * a bus notice ``roost.state.changed`` ``{tenant_id, device_id, name, version}``;
-* when ``desired`` changed: the desired section on ``…/state/desired`` and, if the delta is not
-  empty, ``{"version", "delta", "timestamp"}`` on ``…/state/delta`` (QoS 1), and a wake-up of the
-  device's HTTP long-polls.
+* when ``desired`` changed: the desired section and the delta to the device over MQTT
+  (:mod:`roost.state.mqtt`), and a wake-up of the device's HTTP long-polls.
 
-The default state's topics are ``devices/{id}/state/…``; a named state's are
-``devices/{id}/state/name/{name}/…`` (inside the subtree a device may subscribe to). A device
-gets the current delta of each of its states again on every (re)connect and whenever it
-subscribes to a filter covering a delta topic. Timestamps inside documents and device messages
-are epoch milliseconds (as the per-leaf metadata); HTTP answers give ``updated_at`` in RFC 3339.
+Timestamps inside documents and device messages are epoch milliseconds (as the per-leaf
+metadata); HTTP answers give ``updated_at`` in RFC 3339.
 """
 
 from __future__ import annotations
@@ -43,33 +39,20 @@ from roost.core.access import Actor, Role
 from roost.core.batching import BatchLoader
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
-from roost.core.devicelink import DevicePublish
-from roost.core.ids import is_slug
-from roost.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    Unavailable,
-)
-from roost.inventory.devices.service import device_pk_of
-from roost.mqtt.topics import topic_matches
-from roost.state import mqtt as topics
-from roost.state.rules import StateDocument, StateLimits, apply_update
+from roost.errors import Conflict, InvalidInput, NotFound, Unavailable
+from roost.inventory.devices.registry import device_pk_of
+from roost.state.mqtt import StateOverMQTT
+from roost.state.rules import DEFAULT_STATE, StateDocument, StateLimits, apply_update, check_name
 from roost.state.tables import device_state_history, device_states
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE = "default"
 STATE_CHANGED_SUBJECT = "roost.state.changed"
 HISTORY_TIMER = "state.history"
 # A named state is created by its first update; a cap keeps a device (or a script gone wrong)
 # from growing rows without bound. AWS allows 10 named shadows per thing by default.
 MAX_NAMED_STATES = 32
-# State names appear in URLs and MQTT topics: a slug, short.
-MAX_NAME_LENGTH = 64
 # Each retry means another writer committed to the same document in between; this many in a row
 # only happens under a pathological storm of writers, which gets 503 and retries later.
 MAX_ATTEMPTS = 10
@@ -105,41 +88,6 @@ class _Raced(Exception):
     """Another writer changed the document between our read and our write: start again."""
 
 
-def check_name(name: str) -> str:
-    """The state name, or InvalidInput when it cannot be one (it goes into URLs and topics)."""
-    if len(name) > MAX_NAME_LENGTH or not is_slug(name):
-        raise InvalidInput(
-            f"a state name is 1-{MAX_NAME_LENGTH} characters: letters, digits and . _ : - "
-            "(not starting with a symbol)"
-        )
-    return name
-
-
-def topic_prefix(device_id: str, name: str) -> str:
-    """Where a state's messages go: ``devices/{id}/state`` or ``…/state/name/{name}``."""
-    base = f"devices/{device_id}/state"
-    return base if name == DEFAULT_STATE else f"{base}/name/{name}"
-
-
-def topic_state_name(topic: str) -> str:
-    """The state a device topic names: ``…/state/name/{name}/…`` or the default state."""
-    parts = topic.split("/")
-    return parts[4] if len(parts) == 6 and parts[3] == "name" else DEFAULT_STATE
-
-
-def parse_reported(payload: bytes) -> dict[str, Any]:
-    """A device's report (the reported fields to merge) from its raw JSON payload."""
-    try:
-        fields = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
-    if not isinstance(fields, dict):
-        raise InvalidInput(
-            'a state report is a JSON object of the reported fields, e.g. {"light": "on"}'
-        )
-    return fields
-
-
 def _document(row: dict[str, Any] | None) -> StateDocument:
     if row is None:
         return StateDocument()
@@ -165,14 +113,11 @@ class StateService:
         # Every (re)connect reads the device's states to resend deltas: a connection storm's
         # reads are gathered into a few bulk queries.
         self._states_of: BatchLoader[int, list[dict[str, Any]]] = BatchLoader(self._bulk_states)
+        self.mqtt = StateOverMQTT(self)
 
     async def start(self) -> None:
         """Register MQTT routes, hooks and the history pruning timer (server only)."""
-        link = self.deps.link
-        link.route(topics.REPORTED, self._on_reported)
-        link.route(topics.GET, self._on_get)
-        link.on_subscribe(self._on_subscribe)
-        link.on_connection(self._on_connection)
+        self.mqtt.register()
         self.deps.scheduler.every(HISTORY_TIMER, self.deps.settings.timer_check_s, self._prune_pass)
 
     async def close(self) -> None:
@@ -319,23 +264,8 @@ class StateService:
             log.warning("could not publish a state change notice: %s", exc)
         if not change.desired_changed:
             return
-        doc = change.document
-        now_ms = int(change.updated_at.timestamp() * 1000)
-        prefix = topic_prefix(change.device_id, change.name)
-        link = self.deps.link
-        link.send(
-            change.device_pk,
-            f"{prefix}/desired",
-            {"version": doc.version, "desired": doc.desired, "timestamp": now_ms},
-        )
-        delta = doc.delta
-        if delta:
-            link.send(
-                change.device_pk,
-                f"{prefix}/delta",
-                {"version": doc.version, "delta": delta, "timestamp": now_ms},
-            )
-        link.notify(change.device_pk)
+        self.mqtt.publish_desired(change)
+        self.deps.link.notify(change.device_pk)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -555,87 +485,9 @@ class StateService:
             doc = await self.device_get(identity, name)
         return doc
 
-    # -- MQTT ------------------------------------------------------------------------------------
-
-    async def _on_reported(self, message: DevicePublish) -> None:
-        identity = message.identity
-        name = topic_state_name(message.topic)
-        try:
-            await self.report(identity, parse_reported(message.payload), name)
-        except (InvalidInput, PayloadTooLarge) as exc:
-            code = 413 if isinstance(exc, PayloadTooLarge) else 400
-            self.deps.link.send(
-                identity.device_pk,
-                f"{topic_prefix(identity.device_id, name)}/rejected",
-                {"code": code, "message": exc.detail},
-            )
-            if isinstance(exc, InvalidInput):
-                raise
-            raise InvalidInput(exc.detail) from exc
-        except NotFound as exc:  # deleted while connected
-            raise PermissionDenied("the device no longer exists") from exc
-
-    async def _on_get(self, message: DevicePublish) -> None:
-        identity = message.identity
-        name = topic_state_name(message.topic)
-        try:
-            doc = await self.device_get(identity, name)
-        except NotFound as exc:
-            if name != DEFAULT_STATE:
-                self.deps.link.send(
-                    identity.device_pk,
-                    f"{topic_prefix(identity.device_id, name)}/get/rejected",
-                    {"code": 404, "message": exc.detail},
-                )
-                return
-            raise PermissionDenied("the device no longer exists") from exc
-        answer = {**doc, "timestamp": int(self.deps.clock().timestamp() * 1000)}
-        answer.pop("updated_at", None)
-        self.deps.link.send(
-            identity.device_pk,
-            f"{topic_prefix(identity.device_id, name)}/get/accepted",
-            answer,
-        )
-
-    def _on_subscribe(self, identity: DeviceIdentity, topic_filter: str) -> None:
-        parts = topic_filter.split("/")
-        # The ACL lets a device subscribe only inside devices/{id}/{commands,state,jobs}; of
-        # those filters, only one ending in delta or a wildcard can cover a delta topic.
-        if len(parts) >= 3 and parts[2] == "state" and parts[-1] in ("delta", "+", "#"):
-            self.deps.link.spawn(self._push(identity, topic_filter))
-
-    async def _on_connection(self, identity: DeviceIdentity, up: bool) -> None:
-        # A session that resumed with delta subscriptions gets the current deltas now; a new
-        # one gets them when it subscribes (no store read per connection otherwise).
-        link = self.deps.link
-        pk = identity.device_pk
-        prefix = topic_prefix(identity.device_id, DEFAULT_STATE)
-        if up and (
-            link.subscribed(pk, f"{prefix}/delta") or link.subscribed(pk, f"{prefix}/name/-/delta")
-        ):
-            await self._push(identity, None)
-
-    async def _push(self, identity: DeviceIdentity, topic_filter: str | None) -> None:
-        await self.push_deltas(identity, topic_filter)
-
-    async def push_deltas(self, identity: DeviceIdentity, topic_filter: str | None) -> int:
-        """Send the device the current delta of each of its states (matching ``topic_filter``).
-
-        Answers how many deltas a session took.
-        """
-        rows = await self._states_of.load(identity.device_pk) or []
-        now_ms = int(self.deps.clock().timestamp() * 1000)
-        sent = 0
-        for row in rows:
-            doc = StateDocument(desired=row["desired"], reported=row["reported"])
-            delta = doc.delta
-            topic = f"{topic_prefix(identity.device_id, row['name'])}/delta"
-            if not delta or (topic_filter is not None and not topic_matches(topic_filter, topic)):
-                continue
-            payload = {"version": row["version"], "delta": delta, "timestamp": now_ms}
-            if self.deps.link.send(identity.device_pk, topic, payload):
-                sent += 1
-        return sent
+    async def live_states(self, device_pk: int) -> builtins.list[dict[str, Any]]:
+        """The device's live states (name, desired, reported, version): read on (re)connect."""
+        return await self._states_of.load(device_pk) or []
 
     async def _bulk_states(self, pks: Sequence[int]) -> dict[int, builtins.list[dict[str, Any]]]:
         """The live states of many devices in one query (devices connecting at once)."""

@@ -85,12 +85,17 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
             await asyncio.sleep(0.5)
 
 
-async def make_revision(db: Database, message: str) -> Any:
-    """Autogenerate a new migration from the difference between ``schema.py`` and ``db``."""
+async def make_revision(db: Database, message: str, metadata: sa.MetaData) -> Any:
+    """Autogenerate a new migration from the difference between ``metadata`` and ``db``.
+
+    Pass :data:`roost.store.metadata.metadata` once every room's tables are imported (import
+    :mod:`roost.runtime`): the store itself knows no room.
+    """
     config = alembic_config()
 
     def _revision(conn: Connection) -> Any:
         config.attributes["connection"] = conn
+        config.attributes["target_metadata"] = metadata
         return command.revision(config, message=message, autogenerate=True)
 
     async with db.write() as conn:

@@ -26,7 +26,8 @@ import orjson
 
 from roost.bus.base import Bus, StreamMessage, Subscription
 from roost.config import Settings
-from roost.inventory.devices.service import DeviceService, RegistryChange
+from roost.inventory.devices.registry import RegistryChange
+from roost.inventory.devices.service import DeviceService
 from roost.inventory.service import InventoryService
 from roost.store.database import Database
 from roost.telemetry.engine import open_timeseries

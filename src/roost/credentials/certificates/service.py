@@ -11,7 +11,7 @@ CA, not for the configured names, or near its end.
 A device presents its certificate on MQTT over TLS (the TLS layer checked it against the CA) or
 through a trusted HTTPS proxy (nobody checked it yet): :meth:`CertificateService.verify` checks
 the CA signature and validity itself, then the certificate row (revoked → 403, unknown → 401) and
-the device's generation, like the token path (see :mod:`roost.credentials.tokens.service`).
+the device's generation, like the token path (see :mod:`roost.credentials.authenticator`).
 
 Rotation: ``POST …/certificates/{id}/rotate`` issues the new certificate and revokes the old one
 in the same transaction (its live sessions close once the answer is committed). A device that
@@ -40,10 +40,10 @@ from roost.audit import service as audit
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import ClientCertificate, DeviceIdentity
+from roost.credentials.authenticator import DeviceAuthenticator
 from roost.credentials.certificates import ca as x509ca
 from roost.credentials.certificates.ca import CertificateAuthority, DeviceName
 from roost.credentials.certificates.tables import certificate_authorities, device_certificates
-from roost.credentials.tokens.service import DeviceAuthenticator
 from roost.credentials.tokens.signing import device_generation
 from roost.errors import (
     AuthenticationFailed,

@@ -13,7 +13,8 @@ from pydantic import Field
 
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, get_roost
-from roost.inventory.bulk import service as bulk
+from roost.inventory.bulk import export, importer
+from roost.inventory.bulk.parse import CSV_COLUMNS
 from roost.inventory.bulk.schemas import ImportReport
 from roost.inventory.devices.schemas import ComponentIn, DeviceFilters, DeviceIn, SensorIn
 from roost.inventory.devices.service import DeviceService
@@ -67,7 +68,7 @@ def _import_body_schema() -> dict[str, Any]:
     return {
         "required": True,
         "description": "The file itself. CSV columns: "
-        + ",".join(bulk.CSV_COLUMNS)
+        + ",".join(CSV_COLUMNS)
         + " (group ids separated by ;) and tag.<key> for each tag; an empty cell is no value.",
         "content": {
             "text/csv": {"schema": {"type": "string"}, "example": csv_example},
@@ -130,7 +131,7 @@ async def import_devices(
         Literal["csv", "json"] | None, Query(description="Overrides the Content-Type")
     ] = None,
 ) -> dict[str, Any]:
-    return await bulk.import_file(
+    return await importer.import_file(
         roost.devices,
         actor,
         await request.body(),
@@ -161,7 +162,7 @@ async def export_devices(
     roost: RoostDep, actor: ActorDep, params: Annotated[ExportParams, Query()]
 ) -> Response:
     query = params.device_query()
-    content = await bulk.export_devices(roost.devices, actor, query, params.format)
+    content = await export.export_devices(roost.devices, actor, query, params.format)
     return Response(
         content,
         media_type=EXPORT_MEDIA_TYPES[params.format],

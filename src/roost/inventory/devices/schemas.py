@@ -13,7 +13,7 @@ from pydantic import (
 
 from roost.http.params import ListParams, QueryParams
 from roost.http.schemas import Body, Out
-from roost.inventory.devices.service import DeviceQuery, parse_tag_filter
+from roost.inventory.devices.query import DeviceQuery, parse_tag_filter
 
 DeviceStatus = Literal["online", "offline", "never_seen"]
 SensorType = Literal["double", "long", "boolean", "string", "json"]

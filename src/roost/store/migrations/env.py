@@ -10,6 +10,8 @@ if connection is None:
 
 context.configure(
     connection=connection,
+    # Only autogenerate needs it (roost.store.migrate.make_revision passes every room's tables).
+    target_metadata=context.config.attributes.get("target_metadata"),
     # SQLite cannot ALTER most things in place; batch mode copies the table instead.
     render_as_batch=True,
     compare_type=True,

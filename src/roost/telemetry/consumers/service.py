@@ -23,7 +23,7 @@ from roost.audit import service as audit
 from roost.core.access import Actor, Grants, GrantScope, Role
 from roost.core.ids import SLUG_RULE, is_slug
 from roost.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from roost.inventory.devices.service import group_condition
+from roost.inventory.devices.query import group_condition
 from roost.inventory.tables import devices, groups
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by

@@ -21,8 +21,8 @@ from roost.core.device_identity import (
 from roost.core.devicelink import DeviceLink
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.core.limits import DeviceLimits
+from roost.credentials.authenticator import DeviceAuthenticator
 from roost.credentials.dependencies import DeviceDep, authenticate_device, websocket_credential
-from roost.credentials.tokens.service import DeviceAuthenticator
 from roost.errors import (
     RateLimited,
     RoostError,

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from roost.core.access import Actor, GrantScope, Role
 from roost.errors import InvalidInput, NotFound
-from roost.inventory.devices.service import DeviceQuery, DeviceService, group_condition
+from roost.inventory.devices.query import DeviceQuery, group_condition
+from roost.inventory.devices.service import DeviceService
 from roost.inventory.tables import devices, groups, sensors
 from roost.store.database import Database
 from roost.store.queries import fetch_one
