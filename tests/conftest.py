@@ -1,13 +1,15 @@
-"""Shared fixtures: running Roost servers on each backend and role-bearing clients."""
+"""Shared fixtures: running Roost servers on each backend, role-bearing clients, and empty
+databases on each backend (for the store and the telemetry engine's contract suites)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from roost.store.database import Database, open_database
 from tests.support import (
     ADMIN_PASSWORD,
     Api,
@@ -120,3 +122,26 @@ def tenant(server: RoostServer, admin: Api) -> Iterator[Tenant]:
     yield made
     for client in (tadmin, *clients.values(), anon, *made.extra):
         client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'roost.db'}"
+        return
+    reason = postgres_reachable()
+    if reason:
+        skip_or_fail(reason)
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """An opened, empty database."""
+    database = open_database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()

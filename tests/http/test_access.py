@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.http.test_identity import client, create_key, login, names, token_for, user_id
+from tests.identity.test_http import client, create_key, login, names, token_for, user_id
 from tests.support import Api, RoostServer, assert_problem, unique
 
 V1 = "/api/v1"

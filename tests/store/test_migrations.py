@@ -32,7 +32,7 @@ async def test_upgrade_from_empty_reaches_head_and_matches_schema(db: Database) 
 
     async with db.read() as conn:
         differences = await conn.run_sync(diff)
-    assert differences == [], f"migrations and schema.py disagree: {differences}"
+    assert differences == [], f"migrations and the rooms' tables disagree: {differences}"
 
 
 async def test_upgrade_twice_is_a_no_op(db: Database) -> None:

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AwareDatetime, Field
 
 from roost.commands.cron import MAX_OFFSET_S
+from roost.commands.lifecycle import COMMAND_TERMINAL
 from roost.commands.rules import MAX_NAME, MAX_TIMEOUT_S, CommandRequest
 from roost.commands.service import MAX_WAIT_S, CommandService
-from roost.core.lifecycle import COMMAND_TERMINAL
 from roost.credentials.dependencies import DeviceDep
 from roost.errors import InvalidInput
 from roost.http import params as p

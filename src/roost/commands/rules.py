@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from roost.core.lifecycle import CommandStatus
+from roost.commands.lifecycle import CommandStatus
 from roost.errors import InvalidInput, PayloadTooLarge
 
 #: A command travels in one MQTT packet; small devices read it into a fixed buffer.

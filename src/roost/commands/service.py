@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
 from roost.commands import store
+from roost.commands.lifecycle import COMMAND_TERMINAL, CommandStatus
 from roost.commands.mqtt import CommandsOverMQTT
 from roost.commands.rules import (
     DEVICE_FINAL,
@@ -50,7 +51,6 @@ from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
 from roost.core.ids import generate_id
-from roost.core.lifecycle import COMMAND_TERMINAL, CommandStatus
 from roost.core.scheduler import earliest
 from roost.errors import InvalidInput
 from roost.inventory.devices.registry import device_pk_of

@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.commands.lifecycle import CommandStatus, command_move
 from roost.commands.tables import commands
-from roost.core.lifecycle import CommandStatus, command_move
 from roost.errors import Conflict, NotFound
 from roost.inventory.tables import devices
 from roost.store.queries import fetch_one

@@ -3,7 +3,7 @@
 Each kind is described once by a :class:`Resource` (table, writable fields, references, filters,
 sort fields, what refers to it); one set of functions creates, lists, reads, changes and deletes
 any of them, checks references inside the same transaction, and writes the audit entry.
-Devices, which carry tags, sensors and components, live in ``services/devices.py``.
+Devices, which carry tags, sensors and components, live in ``inventory/devices/``.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from roost.core.lifecycle import ExecutionStatus, execution_move
 from roost.errors import Conflict, RoostError
 from roost.jobs import store
+from roost.jobs.lifecycle import ExecutionStatus, execution_move
 from roost.jobs.rollout import (
     abort_rule_hit,
     next_release_at,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from roost.core.lifecycle import ExecutionStatus
 from roost.errors import InvalidInput
+from roost.jobs.lifecycle import ExecutionStatus
 
 # A release burst of one second's worth of the rate (at least one execution): passes run about
 # once per timer interval, and a burst of one second lets a pass that ran a little late catch up

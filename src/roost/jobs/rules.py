@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from roost.core.lifecycle import DEVICE_EXECUTION_STATUSES, ExecutionStatus
 from roost.errors import InvalidInput, PayloadTooLarge
 from roost.inventory.rules import FILTER_FIELDS
+from roost.jobs.lifecycle import DEVICE_EXECUTION_STATUSES, ExecutionStatus
 from roost.jobs.rollout import (
     AbortRule,
     RetryRule,

@@ -35,10 +35,10 @@ from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
 from roost.core.ids import generate_id
-from roost.core.lifecycle import EXECUTION_TERMINAL, ExecutionStatus
 from roost.errors import Conflict, InvalidInput, NotFound
 from roost.inventory.service import check_id
 from roost.jobs import store
+from roost.jobs.lifecycle import EXECUTION_TERMINAL, ExecutionStatus
 from roost.jobs.mqtt import JobsOverMQTT
 from roost.jobs.passes import JobPasses
 from roost.jobs.rules import (

@@ -18,10 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from roost.core.lifecycle import ExecutionStatus, execution_move
 from roost.errors import Conflict, InvalidInput, NotFound, ValidationFailed
 from roost.inventory.devices.query import group_condition
 from roost.inventory.tables import device_tags, devices, groups
+from roost.jobs.lifecycle import ExecutionStatus, execution_move
 from roost.jobs.rollout import parse_retries, retry_allowed
 from roost.jobs.rules import DeviceUpdate, JobStatus, Targets
 from roost.jobs.tables import job_executions, jobs

@@ -6,7 +6,7 @@ the last value of every series current, and compacts the log behind the writer i
 blocks with summaries so that queries by series and time are fast. Backends: SQLite and
 PostgreSQL, chosen by the database URL like the relational store.
 
-Semantics every backend honours (the contract suite ``tests/store/test_timeseries.py`` checks them):
+Semantics every backend honours (the contract suite ``tests/telemetry/test_engine.py`` checks them):
 
 * A point is identified by (series, ts). A later write of the same (series, ts) replaces the earlier
   one (last write wins, like InfluxDB), so a resend is stored once and queries never show two values

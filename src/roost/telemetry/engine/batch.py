@@ -4,7 +4,7 @@ A batch is what the writer commits as one row of the ingest log, what travels ov
 in scale mode, and what consumer groups read back by offset. Packing a few thousand points into one
 blob and inserting it as one row is what lets ingest run well past the per-row ceiling of the
 database (DESIGN.md §4: ~870k rows/s for SQLite executemany; a packed batch of 5,000 points is one
-row). Compaction later turns log rows into per-series blocks (``store/timeseries/blocks.py``).
+row). Compaction later turns log rows into per-series blocks (``telemetry/engine/blocks.py``).
 
 Layout (little-endian)::
 

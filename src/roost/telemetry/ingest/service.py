@@ -2,7 +2,7 @@
 
 A door (MQTT, HTTP, WebSocket) authenticates the device, gets its :class:`DeviceContext` once, and
 hands each message to :meth:`IngestService.try_submit`: the payload is parsed, normalised against
-the device's sensors (``domain/telemetry.py``) and appended to the writer's current batch, all
+the device's sensors (``telemetry/rules.py``) and appended to the writer's current batch, all
 synchronously. The door acknowledges when the returned ticket completes, which is after the batch
 is durable. Work that must wait on the database — creating a sensor seen for the first time,
 checking a message id against the store — goes through :meth:`IngestService.submit` instead.

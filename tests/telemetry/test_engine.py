@@ -1,4 +1,4 @@
-"""The time-series store contract, on SQLite and PostgreSQL (``store/timeseries/base.py``).
+"""The time-series store contract, on SQLite and PostgreSQL (``telemetry/engine/base.py``).
 
 Every test runs on a fresh database migrated to head. Blocks are kept small (``BLOCK`` points) so
 that a few hundred points already exercise splitting, the open run and late merges.

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from roost.core.lifecycle import ExecutionStatus
 from roost.errors import InvalidInput, PayloadTooLarge
+from roost.jobs.lifecycle import ExecutionStatus
 from roost.jobs.rules import (
     MAX_DOCUMENT_BYTES,
     TargetSelection,

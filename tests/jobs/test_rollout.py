@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.core.lifecycle import ExecutionStatus
 from roost.errors import InvalidInput
+from roost.jobs.lifecycle import ExecutionStatus
 from roost.jobs.rollout import (
     AbortRule,
     FailureType,

@@ -6,17 +6,14 @@ import itertools
 
 import pytest
 
-from roost.core.lifecycle import (
-    COMMAND_MOVES,
-    COMMAND_TERMINAL,
+from roost.commands.lifecycle import COMMAND_MOVES, COMMAND_TERMINAL, CommandStatus, command_move
+from roost.errors import Conflict
+from roost.jobs.lifecycle import (
     EXECUTION_MOVES,
     EXECUTION_TERMINAL,
-    CommandStatus,
     ExecutionStatus,
-    command_move,
     execution_move,
 )
-from roost.errors import Conflict
 
 C, E = CommandStatus, ExecutionStatus
 

@@ -10,8 +10,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Tenant
-from tests.http.test_telemetry import SEED, device_with_token, post
 from tests.support import Api, RoostServer, assert_problem, unique
+from tests.telemetry.test_http import SEED, device_with_token, post
 
 V1 = "/api/v1"
 
