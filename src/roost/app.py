@@ -1,4 +1,5 @@
-"""The FastAPI application: routers under /api/v1, problem+json errors, limits, metrics, CORS."""
+"""The FastAPI application: every room's router under /api/v1, problem+json errors, limits,
+metrics, CORS, and MQTT over WebSocket at /mqtt (composition, like :mod:`roost.runtime`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.routing import WebSocketRoute
 from roost import __version__
 from roost.audit import router as audit
 from roost.commands import router as commands
+from roost.credentials import dependencies as device_doors
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
@@ -66,6 +68,35 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (provisioning.router, API_PREFIX),
         (consumers.router, API_PREFIX),
     ]
+
+
+def offered_services(roost: Roost) -> tuple[object, ...]:
+    """The Roost as each room's routes see it (their ``Services`` Protocols).
+
+    The routers take the running Roost untyped from the app's state and type it with a Protocol
+    of what they use; this annotation is where mypy checks that a Roost offers all of it.
+    """
+    typed: tuple[
+        system.Services,
+        identity.Services,
+        inventory.Services,
+        bulk.Services,
+        credentials.Services,
+        devices.Services,
+        audit.Services,
+        device_doors.DeviceDoors,
+        ingest.Services,
+        telemetry.Services,
+        presence.Services,
+        state.Services,
+        commands.Services,
+        jobs.Services,
+        certificates.Services,
+        keys.Services,
+        provisioning.Services,
+        consumers.Services,
+    ] = (roost,) * 18
+    return typed
 
 
 def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
