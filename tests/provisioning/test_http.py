@@ -297,6 +297,23 @@ def test_enrollments_crud_tenancy_and_bad_input(tenant: Tenant, admin: Api) -> N
     ):
         assert_problem(op.post(f"{V1}/enrollments", json=body), 422)
     assert_problem(op.patch(f"{V1}/enrollments/{eid}", json={"group_ids": ["nope"]}), 422)
+    # A dynamic group chooses its members by its filter: refused when the enrollment is made,
+    # rather than left out silently at a device's registration.
+    dynamic = created(
+        op, "/groups", {"id": unique("dyn"), "name": "d", "filter": {"tags": {"env": "prod"}}}
+    )
+    for resp in (
+        op.post(f"{V1}/enrollments", json={"group_ids": [dynamic["id"]]}),
+        op.patch(f"{V1}/enrollments/{eid}", json={"group_ids": [dynamic["id"]]}),
+    ):
+        problem = assert_problem(resp, 422)
+        assert problem["errors"] == [
+            {
+                "field": "group_ids",
+                "value": dynamic["id"],
+                "message": f"group {dynamic['id']!r} is dynamic (its filter chooses its members)",
+            }
+        ]
 
     assert op.delete(f"{V1}/enrollments/{eid}").status_code == 204
     assert_problem(tenant.viewer.get(f"{V1}/enrollments/{eid}"), 404)
@@ -402,6 +419,14 @@ def test_attestation_hashes_bad_input_and_tenancy(
         {},
     ):
         assert_problem(op.post(f"{V1}/attestation-hashes", json=body), 422)
+    # A dynamic group is refused at upload (it used to make the device's bootstrap fail with 409,
+    # telling an unauthenticated caller about the configuration).
+    dynamic = created(
+        op, "/groups", {"id": unique("dyn"), "name": "d", "filter": {"tags": {"env": "prod"}}}
+    )
+    upload = {"hashes": [hardware_hash()], "group_ids": [dynamic["id"]]}
+    problem = assert_problem(op.post(f"{V1}/attestation-hashes", json=upload), 422)
+    assert "is dynamic" in problem["detail"]
     viewer_upload = tenant.viewer.post(
         f"{V1}/attestation-hashes", json={"hashes": [hardware_hash()]}
     )

@@ -387,13 +387,14 @@ def test_consumer_groups_pull_by_offset_independently(tenant: Tenant) -> None:
     device_id, device = device_with_token(tenant)
     op = tenant.operator
     assert op.post(f"{V1}/streams", json={"id": "late", "start": "latest"}).status_code == 201
+    assert op.post(f"{V1}/streams", json={"id": "early", "start": "earliest"}).status_code == 201
     for n in range(5):
         assert (
             post(device, {"sensor_id": "t", "timestamp": SEED + n, "value": float(n)}).status_code
             == 200
         )
     assert post(device, {"event": "boot", "ts": SEED + 9}, door="events").status_code == 200
-    first = op.get(f"{V1}/streams/early/messages", params={"limit": 4, "start": "earliest"}).json()
+    first = op.get(f"{V1}/streams/early/messages", params={"limit": 4}).json()
     mine = [i for i in first["items"] if i["device_id"] == device_id]
     assert [i["value"] for i in mine] == [0.0, 1.0, 2.0, 3.0]
     assert (
@@ -413,6 +414,9 @@ def test_consumer_groups_pull_by_offset_independently(tenant: Tenant) -> None:
     status = tenant.viewer.get(f"{V1}/streams/early").json()
     assert status["committed_offset"] == first["next_offset"]
     assert_problem(tenant.viewer.get(f"{V1}/streams/unknown/messages"), 404)
+    # A read never creates a group, whoever reads: a mistyped name is a 404, not a new group.
+    assert_problem(op.get(f"{V1}/streams/mistyped/messages"), 404)
+    assert_problem(op.get(f"{V1}/streams/mistyped"), 404)
     assert_problem(op.post(f"{V1}/streams", json={"id": "late"}), 409)
 
 

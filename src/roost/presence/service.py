@@ -350,9 +350,11 @@ class PresenceService:
             estimator = self._skews.get(pk)
             skew = estimator.skew_s if estimator is not None else None
             if skew is not None:
-                # Kept within the column's range (±24.8 days): beyond that the figure only says
-                # "very far off" (a reset clock, or a device replaying old data).
-                skew_ms = max(-MAX_SKEW_MS, min(MAX_SKEW_MS, round(skew * 1000)))
+                # Beyond the column's range (±24.8 days) the clock is not "skewed" but unknown (a
+                # reset clock, or a device replaying old data): shown as null, not a clamped value.
+                skew_ms: int | None = round(skew * 1000)
+                if skew_ms is not None and abs(skew_ms) > MAX_SKEW_MS:
+                    skew_ms = None
                 rows.append({"b_pk": pk, "b_skew": skew_ms})
         if rows:
             await conn.execute(
@@ -482,14 +484,19 @@ class PresenceService:
         policy = effective_policy(model_interval, row.heartbeat_interval_s, self.missed)
         pending = self._seen.get(row.pk)
         last_seen = row.last_seen_at
+        status, since = row.presence, row.presence_since
         if pending is not None:
             pending_at = datetime.fromtimestamp(pending / 1e9, UTC)
             if last_seen is None or pending_at > last_seen:
                 last_seen = pending_at
+            if status != "online" and (since is None or pending_at > since):
+                # Heard after the stored status was set: online, though the next sweep (within a
+                # second) is what records it; never "never seen" with a last-seen time.
+                status, since = "online", pending_at
         return {
             "device_id": row.id,
-            "status": row.presence,
-            "since": row.presence_since,
+            "status": status,
+            "since": since,
             "last_seen_at": last_seen,
             "connected": row.connections > 0,
             "heartbeat_interval_s": policy.interval_s,

@@ -136,27 +136,39 @@ class ProvisioningService:
     async def _check_placement(
         self, conn: AsyncConnection, tenant_id: str, values: Mapping[str, Any]
     ) -> None:
-        """Site and groups must exist in the tenant (422 naming what does not)."""
+        """Site and groups must exist in the tenant, and the groups be static: a device joins
+        them when it registers, and a dynamic group's members follow its filter instead (422
+        naming each, when the enrollment or hash is made, not at a device's registration)."""
         if values.get("site_id") is not None:
             await check_references(conn, tenant_id, {"site_id": "site"}, values)
         group_ids = list(values.get("group_ids") or [])
         if group_ids:
-            known = set(
-                (
+            dynamic = {
+                group_id: group_filter is not None
+                for group_id, group_filter in (
                     await conn.execute(
-                        sa.select(groups.c.id).where(
+                        sa.select(groups.c.id, groups.c.filter).where(
                             groups.c.tenant_id == tenant_id, groups.c.id.in_(group_ids)
                         )
                     )
-                ).scalars()
-            )
-            if unknown := [g for g in group_ids if g not in known]:
+                ).all()
+            }
+            errors = [
+                {"field": "group_ids", "value": g, "message": f"no group {g!r}"}
+                for g in group_ids
+                if g not in dynamic
+            ] + [
+                {
+                    "field": "group_ids",
+                    "value": g,
+                    "message": f"group {g!r} is dynamic (its filter chooses its members)",
+                }
+                for g in group_ids
+                if dynamic.get(g)
+            ]
+            if errors:
                 raise ValidationFailed(
-                    "unknown reference: " + "; ".join(f"no group {g!r}" for g in unknown),
-                    [
-                        {"field": "group_ids", "value": g, "message": f"no group {g!r}"}
-                        for g in unknown
-                    ],
+                    "bad group: " + "; ".join(e["message"] for e in errors), errors
                 )
 
     @staticmethod

@@ -259,9 +259,6 @@ async def group_status(roost: RoostDep, actor: ReaderDep, group: str) -> dict[st
 class PullParams(p.QueryParams):
     after_offset: int | None = Field(None, description="Default: the group's committed offset")
     limit: int = Field(1000, ge=1, le=10_000)
-    start: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where a group pulled for the first time starts"
-    )
 
 
 @router.get(
@@ -269,15 +266,13 @@ class PullParams(p.QueryParams):
     response_model=StreamPullOut,
     operation_id="pull_messages",
     responses=NOT_FOUND,
-    summary="Pull the tenant's telemetry and events after an offset",
+    summary="Pull the tenant's telemetry and events after an offset (404 for an unknown group)",
 )
 async def pull(
     roost: RoostDep, actor: ReaderDep, group: str, query: Annotated[PullParams, Query()]
 ) -> Response:
     return _json(
-        await roost.streams.pull(
-            actor, group, after_offset=query.after_offset, limit=query.limit, start=query.start
-        )
+        await roost.streams.pull(actor, group, after_offset=query.after_offset, limit=query.limit)
     )
 
 

@@ -109,22 +109,18 @@ class StreamService:
         *,
         after_offset: int | None,
         limit: int,
-        start: str = "earliest",
     ) -> dict[str, Any]:
         """The tenant's items after ``after_offset`` (default: the committed offset).
 
-        A group pulled for the first time is created (reading from ``start``).
+        An unknown group is 404: a read never creates one (a mistyped name would silently start
+        a new group); groups are made with :meth:`create` (``POST /streams``).
         """
         actor.require(Role.VIEWER)
         if not 1 <= limit <= MAX_PULL:
             raise InvalidInput(f"limit must be between 1 and {MAX_PULL}")
         group = await self._group(actor, group_id)
         if group is None:
-            if actor.role < Role.OPERATOR:
-                raise NotFound(f"no consumer group {group_id!r} (an operator can create it)")
-            await self.create(actor, group_id, start)
-            group = await self._group(actor, group_id)
-            assert group is not None
+            raise NotFound(f"no consumer group {group_id!r}: create it with POST /api/v1/streams")
         # A consumer key reads only its grants (resolved once per pull: group grants follow
         # membership at the time of the pull).
         scope = await scope_of(self.db, actor)
