@@ -17,7 +17,7 @@ from roost.credentials import dependencies as device_doors
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
-from roost.http import problems, system
+from roost.http import docs, problems, system
 from roost.http.middleware import BodyLimit, Metrics
 from roost.identity import router as identity
 from roost.inventory import router as inventory
@@ -118,11 +118,12 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by roost.http.docs, without a CDN
         redoc_url=None,
     )
     app.state.roost = roost
     problems.install(app)
+    docs.install(app, title="Roost")
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
     # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
