@@ -1,6 +1,7 @@
 """HTTP batch ingest: one sender, sequential 5,000-point requests, beside InfluxDB 1.6 and raw rows.
 
     .venv/bin/python bench/http_ingest.py [--quick] [--points N] [--backends sqlite,postgresql]
+        [--sqlite-synchronous NORMAL]
 
 The same points (50 sensors of one device, every timestamp unique, seconds, two-decimal values) go:
 
@@ -98,10 +99,10 @@ def send_all(sender: Sender, path: str, bodies: list[bytes], ok: int, expect: by
 
 def run_roost(
     work: Workload, results: Results, label: str, database_url: str = "", bus_url: str = "",
-    profile: Path | None = None,
+    profile: Path | None = None, server_env: dict[str, str] | None = None,
 ) -> float:  # fmt: skip
-    """Send the workload to a fresh Roost; answers acknowledged points/s."""
-    with RoostProcess(database_url=database_url, bus_url=bus_url) as roost:
+    """Send the workload to a fresh Roost (``server_env``: more ROOST_*); acknowledged points/s."""
+    with RoostProcess(database_url=database_url, bus_url=bus_url, env=server_env) as roost:
         roost.import_devices(
             [
                 {
@@ -193,8 +194,16 @@ def main() -> int:
     parser.add_argument("--sensors", type=int, default=50)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the Roost server into DIR")
+    parser.add_argument(
+        "--sqlite-synchronous",
+        metavar="LEVEL",
+        help="ROOST_SQLITE_SYNCHRONOUS of the SQLite server (default: the server's own, FULL)",
+    )
     args = parser.parse_args()
     points = 100_000 if args.quick else args.points
+    sqlite_env = (
+        {"ROOST_SQLITE_SYNCHRONOUS": args.sqlite_synchronous} if args.sqlite_synchronous else None
+    )
     backends = set(args.backends.split(","))
     results = Results("http_ingest", "HTTP batch ingest, one sender, 5,000 points a request")
     print(f"HTTP batch ingest: {points:,} points, {args.sensors} sensors, {args.batch:,} a request")
@@ -207,6 +216,7 @@ def main() -> int:
         roost = run_roost(
             work, results, "Roost SQLite",
             profile=profile_dir / "http_sqlite.txt" if profile_dir else None,
+            server_env=sqlite_env,
         )  # fmt: skip
         raw = run_sqlite_raw(work, results)
         results.add(

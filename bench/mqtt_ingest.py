@@ -1,6 +1,7 @@
 """MQTT QoS 1 ingest from 1,000 connected devices: Roost beside Mosquitto 2 + a paho subscriber.
 
     .venv/bin/python bench/mqtt_ingest.py [--quick] [--devices 1000] [--seconds 10] [--procs 1]
+        [--sqlite-synchronous NORMAL]
 
 Every device holds one MQTT 3.1.1 connection and keeps ``--window`` QoS 1 PUBLISHes in flight
 (``bench/mqtt_load.py``: hand-built frames, every message a distinct point). Phases, each against:
@@ -319,7 +320,12 @@ def run_roost_backend(
     figures: dict[str, dict[str, float]] = {}
     profile_dir = Path(args.profile) if args.profile else None
     tag = "pg" if database_url else "sqlite"
-    with RoostProcess(database_url=database_url, bus_url=bus_url, mqtt=True) as roost:
+    env = (
+        {"ROOST_SQLITE_SYNCHRONOUS": args.sqlite_synchronous}
+        if args.sqlite_synchronous and not database_url
+        else None
+    )
+    with RoostProcess(database_url=database_url, bus_url=bus_url, mqtt=True, env=env) as roost:
         t = time.monotonic()
         ids = [f"m-{n:05d}" for n in range(args.devices)]
         devices = provision(roost, ids, declare=True)
@@ -379,6 +385,11 @@ def main() -> int:
     )
     parser.add_argument("--no-first-contact", dest="first_contact", action="store_false")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the Roost server into DIR")
+    parser.add_argument(
+        "--sqlite-synchronous",
+        metavar="LEVEL",
+        help="ROOST_SQLITE_SYNCHRONOUS of the SQLite server (default: the server's own, FULL)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.devices, args.seconds = min(args.devices, 200), min(args.seconds, 4.0)

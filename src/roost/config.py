@@ -62,6 +62,15 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     # A device import file: 64 MiB holds several hundred thousand CSV rows.
     max_import_bytes: int = 64 * 1024 * 1024
+    # HTTP request heads (issue 11): a client gets this long to send a whole head (ten seconds, as
+    # MQTT gets for CONNECT: generous for a device on a slow link, short for a slowloris); a
+    # head may be this large (64 KiB holds a forwarded client certificate and any token many
+    # times over; nginx takes 32 KiB) with at most this many header fields (Apache's limit).
+    # An idle keep-alive connection is closed after this many seconds (uvicorn's default).
+    http_head_timeout_s: float = 10.0
+    http_max_head_bytes: int = 64 * 1024
+    http_max_headers: int = 100
+    http_keepalive_timeout_s: int = 5
     # Five failures in five minutes per (username, address) before logins are refused for a while.
     login_max_failures: int = 5
     login_window_s: int = 300
@@ -98,7 +107,11 @@ class Settings:
     device_max_connections: int = 0
     credential_max_failures: int = 100
     log_level: str = "info"
-    sqlite_synchronous: str = "NORMAL"
+    # SQLite's PRAGMA synchronous on every connection. FULL (WAL mode): the WAL is fsynced at each
+    # commit, so an acknowledged point survives a power cut or a kernel crash; group commit keeps
+    # it to one fsync per batch. NORMAL skips that fsync (a process crash still loses nothing,
+    # a power cut may lose the last acknowledged commits) for more ingest on slow-fsync disks.
+    sqlite_synchronous: str = "FULL"
 
     @property
     def resolved_database_url(self) -> str:
@@ -120,6 +133,10 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "token_ttl_s": int,
     "max_body_bytes": int,
     "max_import_bytes": int,
+    "http_head_timeout_s": float,
+    "http_max_head_bytes": int,
+    "http_max_headers": int,
+    "http_keepalive_timeout_s": int,
     "login_max_failures": int,
     "login_window_s": int,
     "stream_retention_s": int,

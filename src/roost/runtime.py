@@ -81,7 +81,12 @@ def device_topics() -> DeviceTopics:
             *command_topics.TOPICS,
             *job_topics.TOPICS,
         ),
-        subscribe=(state_topics.DOWNLINK, command_topics.DOWNLINK, job_topics.DOWNLINK),
+        subscribe=(
+            *ingest_topics.DOWNLINKS,
+            state_topics.DOWNLINK,
+            command_topics.DOWNLINK,
+            job_topics.DOWNLINK,
+        ),
     )
 
 
@@ -200,6 +205,7 @@ class Roost:
         pipeline = TelemetryPipeline(settings, db, bus, devices, inventory)
         presence = PresenceService(deps, devices)
         pipeline.ingest.activity = presence.activity
+        pipeline.ingest.refused = ingest_topics.IngestOverMQTT(link).refused
         identity = IdentityService(db, settings, secret, clock)
         consumers = ConsumerService(deps)
         identity.accept_consumer_keys(looks_like_consumer_key, consumers.authenticate)

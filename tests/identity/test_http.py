@@ -611,6 +611,7 @@ def test_an_api_key_is_shown_once_and_works_as_a_bearer(org: Tenant, server: Roo
     assert key.startswith(f"roost_{created['id']}_") and len(key) > 40
     assert (created["name"], created["role"]) == (name, "operator")
     assert created["user_id"] == user_id(org.operator)
+    assert created["username"] == org.usernames["operator"]
     assert created["expires_at"] is None and created["revoked_at"] is None
 
     listing = org.operator.get("/api/v1/api-keys")

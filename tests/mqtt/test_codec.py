@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -96,6 +97,11 @@ CONNECT_V5 = Connect(
         session_expiry_interval=3600, receive_maximum=20, user_properties=(("fw", "1.2.3"),)
     ),
 )
+# Captured from paho-mqtt 2.2 (MQTTv31): the same CONNECT as PAHO_CONNECT_V311, in MQTT 3.1.
+PAHO_CONNECT_V31 = (
+    b"\x10K\x00\x06MQIsdp\x03\xee\x00\x1e\x00\x0broost-dev-1"
+    b"\x00\x19roost/devices/dev1/status\x00\x07offline\x00\x04dev1\x00\x06s3cret"
+)
 MIN_CONNECT_V311 = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01d"
 MIN_CONNECT_V5 = b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01d"
 
@@ -137,6 +143,21 @@ def test_paho_connect_v311() -> None:
     assert decode_one(d, PAHO_CONNECT_V311) == CONNECT_V311
     assert d.protocol_level == 4
     assert encode(CONNECT_V311, 4) == PAHO_CONNECT_V311
+
+
+def test_paho_connect_v31_decodes_as_level_3_then_as_311() -> None:
+    d = server()
+    connect_v31 = replace(CONNECT_V311, protocol_level=3)
+    assert decode_one(d, PAHO_CONNECT_V31) == connect_v31
+    # After CONNECT, 3.1's packets are 3.1.1's: the decoder goes on as a 3.1.1 one.
+    assert d.protocol_level == 4
+    publish = encode(Publish("a/b", b"x", 1, packet_id=7), 3)
+    assert publish == encode(Publish("a/b", b"x", 1, packet_id=7), 4)
+    assert decode_one(d, publish) == Publish("a/b", b"x", 1, packet_id=7)
+    assert_error(d, b"\xf0\x00", 0x81)  # AUTH does not exist before MQTT 5
+    assert encode(connect_v31, 3) == PAHO_CONNECT_V31
+    assert encode(Connack(False, 0x90), 3) == b"\x20\x02\x00\x05"
+    assert decode_one(client(3), b"\x20\x02\x00\x00") == Connack(False, 0)
 
 
 def test_paho_connect_v5() -> None:
@@ -490,7 +511,8 @@ def test_decoder_constructor_checks() -> None:
     with pytest.raises(ValueError):
         MQTTDecoder(role="client")
     with pytest.raises(ValueError):
-        MQTTDecoder(protocol_level=3)
+        MQTTDecoder(protocol_level=6)
+    assert MQTTDecoder(protocol_level=3).protocol_level == 4  # MQTT 3.1 decodes as 3.1.1
     with pytest.raises(ValueError):
         MQTTDecoder(role="broker", protocol_level=4)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -795,7 +817,7 @@ def test_malformed_server_packets_v5(data: bytes, reason: int) -> None:
 @pytest.mark.parametrize(
     ("data", "name", "level", "connack_level", "connack_code"),
     [
-        (b"\x10\x0f\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x01d", "MQIsdp", 3, 4, 0x01),
+        (b"\x10\x0f\x00\x06MQIsdp\x04\x02\x00\x3c\x00\x01d", "MQIsdp", 4, 4, 0x01),
         (b"\x10\x0d\x00\x04MQTT\x03\x02\x00\x3c\x00\x01d", "MQTT", 3, 4, 0x01),
         (b"\x10\x0d\x00\x04MQTT\x06\x02\x00\x3c\x00\x01d", "MQTT", 6, 5, 0x84),
         (b"\x10\x0d\x00\x04HTTP\x04\x02\x00\x3c\x00\x01d", "HTTP", 4, 4, 0x01),
@@ -918,7 +940,7 @@ def test_encode_v311_drops_v5_only_fields() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "code"),
-    [(0, 0), (3, 3), (0x84, 1), (0x85, 2), (0x88, 3), (0x86, 4), (0x87, 5), (0x80, 3)],
+    [(0, 0), (3, 3), (0x84, 1), (0x85, 2), (0x88, 3), (0x86, 4), (0x87, 5), (0x90, 5), (0x80, 3)],
 )
 def test_connack_v311_return_code_mapping(reason: int, code: int) -> None:
     assert v311_connack_return_code(reason) == code
@@ -952,7 +974,8 @@ def test_encode_large_remaining_length() -> None:
         (Publish("t", properties=Properties(topic_alias=70000)), 5),
         (Publish("t", properties=Properties(message_expiry_interval=-1)), 5),
         (Publish("t", properties=Properties(subscription_identifiers=(0,))), 5),
-        (Publish("t"), 3),
+        (Publish("t"), 2),
+        (Connect("c", 3), 4),  # a 3.1 CONNECT encoded as 3.1.1
         (Puback(0), 4),
         (Puback(1, 300), 5),
         (Connect("c", 4, password=b"p"), 4),

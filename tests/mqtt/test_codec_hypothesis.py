@@ -345,10 +345,11 @@ def server_packet(level: int) -> st.SearchStrategy[Packet]:
 
 @st.composite
 def client_session(draw: st.DrawFn) -> tuple[int, list[Packet]]:
-    """A client-to-server stream: a CONNECT then further client packets."""
-    level = draw(st.sampled_from([4, 5]))
+    """A client-to-server stream: a CONNECT then further client packets (level 3 is MQTT 3.1,
+    whose packets after CONNECT are 3.1.1's)."""
+    level = draw(st.sampled_from([3, 4, 5]))
     packets: list[Packet] = [draw(connect(level))]
-    packets += draw(st.lists(client_packet(level), max_size=6))
+    packets += draw(st.lists(client_packet(4 if level == 3 else level), max_size=6))
     return level, packets
 
 
@@ -388,7 +389,7 @@ def test_round_trip_client_stream(session: tuple[int, list[Packet]], sizes: list
     for chunk in chunked(data, sizes):
         out += decoder.feed(chunk)
     assert out == packets
-    assert decoder.protocol_level == level
+    assert decoder.protocol_level == (4 if level == 3 else level)
     assert decoder.buffered == 0
 
 
@@ -439,7 +440,7 @@ def _decoder(config: tuple[str, int | None]) -> MQTTDecoder:
 
 
 decoder_config = st.sampled_from(
-    [("server", None), ("server", 4), ("server", 5), ("client", 4), ("client", 5)]
+    [("server", None), ("server", 4), ("server", 5), ("client", 3), ("client", 4), ("client", 5)]
 )
 
 

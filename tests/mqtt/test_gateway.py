@@ -1,4 +1,4 @@
-"""The MQTT gateway end to end: a real ``roost serve``, real clients (paho 3.1.1 and 5.0,
+"""The MQTT gateway end to end: a real ``roost serve``, real clients (paho 3.1, 3.1.1 and 5.0,
 mosquitto_pub/sub, raw sockets), everything stored read back over HTTP."""
 
 from __future__ import annotations
@@ -152,7 +152,9 @@ def clients() -> Iterator[list[Client]]:
 # -- paho, both versions, every QoS --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["v311", "v5"])
+@pytest.mark.parametrize(
+    "protocol", [mqtt.MQTTv31, mqtt.MQTTv311, mqtt.MQTTv5], ids=["v31", "v311", "v5"]
+)
 def test_paho_publishes_at_every_qos_and_all_is_stored(
     mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client], protocol: int
 ) -> None:
@@ -161,13 +163,42 @@ def test_paho_publishes_at_every_qos_and_all_is_stored(
     assert client.connect(device.id, device.token) == 0
     topic = f"devices/{device.id}/telemetry"
     client.publish(topic, json.dumps({"temperature": 20.0}), 0)
-    for qos in (1, 2):
+    for qos in (1, 2):  # QoS 2: PUBREC once durable, PUBCOMP on PUBREL
         reason = client.publish(topic, json.dumps({"temperature": 20.0 + qos}), qos)
         assert reason == 0 or not reason.is_failure
     # QoS 1 and 2 were acknowledged, hence durable: readable at once. QoS 0 shares their batch.
     assert sorted(values(admin, device.id, "temperature")) == [20.0, 21.0, 22.0]
     client.publish(device.id, json.dumps({"sensor_id": "door", "value": True}), 1)  # bare topic
     assert values(admin, device.id, "door") == [True]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "code"),
+    [(mqtt.MQTTv31, 0x87), (mqtt.MQTTv311, 0x87), (mqtt.MQTTv5, 0x90)],
+    ids=["v31", "v311", "v5"],
+)
+def test_a_will_to_a_topic_the_device_may_not_use_is_refused_at_connect(
+    mqtt_server: RoostServer, admin: Api, device: Device, clients: list[Client], protocol: int,
+    code: int,
+) -> None:  # fmt: skip
+    other = make_device(admin)
+    client = Client(mqtt_server, protocol)
+    clients.append(client)
+    client.paho.will_set(f"devices/{other.id}/events", b'{"event": "gone"}', 1)
+    # 3.1 / 3.1.1: CONNACK 5, which paho reports as 0x87 (the bytes are checked below).
+    assert client.connect(device.id, device.token) == code
+    assert client.disconnected.wait(TIMEOUT)
+    will = Will(f"devices/{other.id}/events", b'{"event": "gone"}', 1)
+    connect = encode(Connect("raw-will", 4, True, 30, device.id, device.token.encode(), will), 4)
+    with raw_connect(mqtt_server, connect) as sock:
+        assert read_all(sock) == b"\x20\x02\x00\x05"
+    resp = admin.get(f"/api/v1/devices/{other.id}/events")
+    assert resp.status_code == 200 and resp.json()["items"] == []
+    # The device's own topic is accepted as before.
+    mine = Client(mqtt_server, protocol)
+    clients.append(mine)
+    mine.paho.will_set(f"devices/{device.id}/events", b'{"event": "gone"}', 1)
+    assert mine.connect(device.id, device.token) == 0
 
 
 def test_v5_refusals_come_back_as_reason_codes(
@@ -280,7 +311,7 @@ needs_mosquitto = pytest.mark.skipif(
 
 
 @needs_mosquitto
-@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+@pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv5"])
 def test_mosquitto_pub_with_jwt_and_with_the_device_id(
     mqtt_server: RoostServer, admin: Api, device: Device, version: str
 ) -> None:

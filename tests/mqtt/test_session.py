@@ -20,6 +20,7 @@ from roost.core.ingest import IngestKind
 from roost.errors import InvalidInput
 from roost.mqtt.codec import (
     PROTOCOL_V5,
+    PROTOCOL_V31,
     PROTOCOL_V311,
     Connack,
     Disconnect,
@@ -42,6 +43,7 @@ from roost.mqtt.host import GatewayConfig
 from tests.mqtt.fakes import TOKENS, RecordingLink, connect_bytes, connected, make_gateway, settle
 
 V3, V5 = PROTOCOL_V311, PROTOCOL_V5
+V31 = PROTOCOL_V31  # MQTT 3.1: protocol name MQIsdp
 LEVELS = [V3, V5]
 TELEMETRY = "devices/dev-a/telemetry"
 
@@ -138,6 +140,79 @@ async def test_unsupported_protocol_level_gets_connack_1() -> None:
     gateway.open(link).feed(b"\x10\x0c\x00\x04MQTT\x03\x02\x00\x3c\x00\x00")
     await settle(gateway)
     assert link.take() == b"\x20\x02\x00\x01" and link.closed
+
+
+async def test_mqtt_31_is_accepted_and_served_as_311() -> None:
+    gateway, _, ingest, _ = make_gateway()
+    link = RecordingLink()
+    session = gateway.open(link)
+    # The seed fleets' Node producer: protocolId MQIsdp, protocolVersion 3, username JWT.
+    connect = connect_bytes(V31, username="JWT")
+    assert connect[2:10] == b"\x00\x06MQIsdp" and connect[10] == 3
+    session.feed(connect)
+    await settle(gateway)
+    assert link.take() == b"\x20\x02\x00\x00"
+    assert session.connected and session.level == V31
+    session.feed(publish(V31, TELEMETRY, b'{"t": 1}', 1, 5) + b"\xc0\x00")
+    assert link.take() == b"\xd0\x00"  # PINGRESP at once
+    ingest.ticket.resolve()
+    assert link.take() == b"\x40\x02\x00\x05"  # PUBACK once durable
+    assert ingest.stored == [(IngestKind.TELEMETRY, b'{"t": 1}')]
+    session.feed(publish(V31, "devices/dev-b/telemetry", b"{}", 1, 6))
+    assert link.closed  # a forbidden topic closes, as in 3.1.1
+
+
+async def test_mqtt_31_resumed_session_keeps_its_state_without_the_flag_31_lacks() -> None:
+    gateway, *_ = make_gateway()
+    session, link, _ = await connected(gateway, V31, "keep", clean_start=False)
+    session.feed(encode(Subscribe(1, (Subscription("devices/dev-a/commands/#", 1),)), V31))
+    assert link.packets(V31) == [Suback(1, (1,))]
+    session.feed(b"\xe0\x00")
+    link = RecordingLink()
+    again = gateway.open(link)
+    again.feed(connect_bytes(V31, "keep", clean_start=False))
+    await settle(gateway)
+    # MQTT 3.1's CONNACK has no session present flag; the session is resumed all the same.
+    assert link.take() == b"\x20\x02\x00\x00"
+    assert again.state is not None and again.state.subscriptions
+    assert gateway.deliver(1, "devices/dev-a/commands/c-1", b"{}", 1)
+    [delivered] = link.packets(V31)
+    assert isinstance(delivered, Publish) and delivered.topic == "devices/dev-a/commands/c-1"
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [(V31, b"\x20\x02\x00\x05"), (V3, b"\x20\x02\x00\x05"), (V5, None)],
+)
+async def test_a_will_to_a_topic_the_device_may_not_use_is_refused_at_connect(
+    level: int, expected: bytes | None
+) -> None:
+    gateway, _, ingest, _ = make_gateway()
+    link = RecordingLink()
+    session = gateway.open(link)
+    session.feed(connect_bytes(level, will=Will("devices/dev-b/events", b'{"event": "x"}')))
+    await settle(gateway)
+    if expected is not None:
+        assert link.take() == expected  # 3.1 / 3.1.1: return code 5, not authorized
+    else:
+        [connack] = link.packets(V5)
+        # 0x90: "the Will Topic Name is not malformed, but is not accepted by this Server"
+        assert isinstance(connack, Connack) and connack.reason_code == 0x90
+        assert "devices/dev-b/events" in (connack.properties.reason_string or "")
+    assert link.closed and session.closed and not gateway.connections
+    assert session.state is None and not gateway.sessions_of(1)
+    session.connection_lost()
+    assert ingest.stored == [] and ingest.refusals == []  # never published later either
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["devices/dev-a/events", "devices/dev-a/telemetry", "dev-a", "devices/dev-a/state/reported"],
+)
+async def test_a_will_to_the_devices_own_topics_is_accepted(topic: str) -> None:
+    gateway, *_ = make_gateway()
+    session, _, packets = await connected(gateway, V3, will=Will(topic, b"{}"))
+    assert packets == [Connack(False, 0)] and session.connected
 
 
 async def test_first_packet_not_connect_closes_without_answer() -> None:
@@ -519,15 +594,12 @@ async def test_v5_disconnect_with_will_message_publishes_it() -> None:
     assert ingest.stored == [(IngestKind.EVENTS, WILL.payload)]
 
 
-async def test_connection_lost_publishes_the_will_and_a_forbidden_will_is_dropped() -> None:
+@pytest.mark.parametrize("level", [V31, V3])
+async def test_connection_lost_publishes_the_will(level: int) -> None:
     gateway, _, ingest, _ = make_gateway()
-    session, _, _ = await connected(gateway, V3, will=WILL)
+    session, _, _ = await connected(gateway, level, will=WILL)
     session.connection_lost()
     assert ingest.stored == [(IngestKind.EVENTS, WILL.payload)]
-    bad_will = Will("devices/dev-b/events", b"{}")
-    session, _, _ = await connected(gateway, V3, "c2", will=bad_will)
-    session.connection_lost()
-    assert len(ingest.stored) == 1
 
 
 async def test_will_delay_waits_and_is_cancelled_when_the_session_resumes() -> None:

@@ -68,7 +68,8 @@ def test_anything_else_is_not_publishable(topic: str) -> None:
         "devices/dev-1/commands/#", "devices/dev-1/commands/+", "devices/dev-1/commands/c-1",
         "devices/dev-1/state/desired", "devices/dev-1/state/delta", "devices/dev-1/jobs/notify",
         "devices/dev-1/jobs/+/update/accepted", "devices/dev-1/jobs/+/update/rejected",
-        "devices/dev-1/jobs/#",
+        "devices/dev-1/jobs/#", "devices/dev-1/telemetry/rejected",
+        "devices/dev-1/events/rejected", "devices/dev-1/telemetry/rejected/#",
     ],
 )  # fmt: skip
 def test_a_device_subscribes_inside_its_own_subtrees(topic_filter: str) -> None:
@@ -80,19 +81,22 @@ def test_a_device_subscribes_inside_its_own_subtrees(topic_filter: str) -> None:
     [
         "#", "+", "devices/#", "devices/+/commands/#", "devices/dev-1/#", "devices/dev-1/+",
         "devices/dev-1/+/delta", "devices/dev-1/telemetry", "devices/dev-2/commands/#",
-        "devices/dev-1", "dev-1", "+/dev-1/commands/#", "$SYS/#",
+        "devices/dev-1", "dev-1", "+/dev-1/commands/#", "$SYS/#", "devices/dev-1/telemetry/#",
+        "devices/dev-1/telemetry/+", "devices/dev-2/telemetry/rejected", "devices/dev-1/+/rejected",
     ],
 )  # fmt: skip
 def test_filters_reaching_outside_are_refused(topic_filter: str) -> None:
     assert not may_subscribe(DEV, topic_filter)
 
 
-LEVEL = st.sampled_from(["devices", "dev-1", "dev-2", "commands", "state", "jobs", "x", "+", "#"])
+NAMES = [
+    "devices", "dev-1", "dev-2", "commands", "state", "jobs", "telemetry", "events", "rejected",
+]  # fmt: skip
+LEVEL = st.sampled_from([*NAMES, "x", "+", "#"])
 
 
 @given(st.lists(LEVEL, min_size=1, max_size=6), st.lists(st.sampled_from(
-    ["devices", "dev-1", "dev-2", "commands", "state", "jobs", "telemetry", "x"]), min_size=1,
-    max_size=6))  # fmt: skip
+    [*NAMES, "x"]), min_size=1, max_size=6))  # fmt: skip
 def test_an_allowed_filter_only_matches_the_devices_own_subtrees(
     levels: list[str], topic_levels: list[str]
 ) -> None:
@@ -101,8 +105,8 @@ def test_an_allowed_filter_only_matches_the_devices_own_subtrees(
         return  # not a valid filter
     topic = "/".join(topic_levels)
     if may_subscribe(DEV, topic_filter) and topic_matches(topic_filter, topic):
-        assert topic_levels[:2] == ["devices", DEV] and topic_levels[2] in {
-            "commands",
-            "state",
-            "jobs",
-        }
+        assert topic_levels[:2] == ["devices", DEV]
+        assert topic_levels[2] in {"commands", "state", "jobs"} or topic_levels[2:4] in (
+            ["telemetry", "rejected"],
+            ["events", "rejected"],
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,11 +18,13 @@ from roost.telemetry.engine.batch import (
     KIND_STRING,
 )
 from roost.telemetry.rules import (
+    MAX_NUMBER_TEXT,
     ItemError,
     coerce,
     event_type,
     infer_kind,
     item_timestamp,
+    number_from_text,
     parse_timestamp,
     readings,
     unwrap,
@@ -124,7 +127,7 @@ def test_values_fitting_their_sensor_type(kind: int, value: Any, stored: Any) ->
 @pytest.mark.parametrize(
     ("kind", "value", "phrase"),
     [
-        (KIND_DOUBLE, "21.5", "expected a number"),
+        (KIND_DOUBLE, "hot", "expected a number"),
         (KIND_DOUBLE, True, "expected a number"),
         (KIND_DOUBLE, None, "null"),
         (KIND_LONG, 3.5, "expected an integer"),
@@ -139,6 +142,106 @@ def test_values_that_do_not_fit_are_named(kind: int, value: Any, phrase: str) ->
     with pytest.raises(ItemError) as caught:
         coerce(kind, value)
     assert phrase in caught.value.message
+
+
+# -- numbers sent as text ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "stored"),
+    [
+        (KIND_DOUBLE, "91827364", 91827364.0),  # the seed's sample
+        (KIND_DOUBLE, "-12.5", -12.5),
+        (KIND_DOUBLE, "1e3", 1000.0),
+        (KIND_DOUBLE, "2.5E-3", 0.0025),
+        (KIND_DOUBLE, "0", 0.0),
+        (KIND_DOUBLE, "-0", 0.0),
+        (KIND_DOUBLE, "0.1", 0.1),
+        (KIND_DOUBLE, "18446744073709551615", 2.0**64),  # 2**64 - 1: the largest JSON integer
+        (KIND_LONG, "91827364", 91827364),
+        (KIND_LONG, "-42", -42),
+        (KIND_LONG, "9223372036854775807", 2**63 - 1),  # exact, not through a double
+        (KIND_LONG, "-9223372036854775808", -(2**63)),
+        (KIND_LONG, "9007199254740993", 2**53 + 1),  # a double would make it ...992
+        (KIND_LONG, "1e3", 1000),  # as the number 1e3 would be
+        (KIND_LONG, "3.0", 3),
+    ],
+)
+def test_a_number_sent_as_text_is_stored_as_that_number(kind: int, text: str, stored: Any) -> None:
+    assert coerce(kind, text) == stored
+    assert type(coerce(kind, text)) is type(stored)
+    # Exactly what the same number sent unquoted is stored as.
+    assert coerce(kind, text) == coerce(kind, orjson.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", " ", " 12", "12 ", "12\n", "+5", "012", "00", ".5", "5.", "-", "1e", "1e+", "e3",
+        "0x1F", "0b101", "0o17", "1_000", "1,5", "NaN", "nan", "inf", "-inf", "Infinity",
+        "\u0661\u0662",  # Arabic-Indic digits: int() would take them
+        "\uff11\uff12",  # full-width digits
+        "12abc", "true", "null", "[1]", "1" * (MAX_NUMBER_TEXT + 1),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", [KIND_DOUBLE, KIND_LONG])
+def test_text_that_is_not_exactly_a_number_is_refused(kind: int, text: str) -> None:
+    assert number_from_text(text) is None
+    with pytest.raises(ItemError) as caught:
+        coerce(kind, text)
+    assert caught.value.field == "value"
+    assert "exactly a JSON number" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "phrase"),
+    [
+        (KIND_LONG, "9223372036854775808", "64 bits"),  # one past the int64 maximum
+        (KIND_LONG, "-9223372036854775809", "64 bits"),
+        (KIND_LONG, "12.5", "expected an integer"),
+        (KIND_LONG, "1e19", "expected an integer"),
+        (KIND_DOUBLE, "18446744073709551616", "64 bits"),  # refused unquoted too
+        (KIND_DOUBLE, "-9223372036854775809", "64 bits"),
+        (KIND_DOUBLE, "1e999", "expected a number"),  # overflows a double
+        (KIND_DOUBLE, "-1e400", "expected a number"),
+    ],
+)
+def test_a_number_in_text_follows_the_sensor_rule(kind: int, text: str, phrase: str) -> None:
+    with pytest.raises(ItemError) as caught:
+        coerce(kind, text)
+    assert phrase in caught.value.message
+
+
+@pytest.mark.parametrize("kind", [KIND_BOOLEAN, KIND_STRING])
+def test_only_numeric_sensors_read_text_as_a_number(kind: int) -> None:
+    if kind == KIND_STRING:
+        assert coerce(kind, "1") == "1"
+    else:
+        with pytest.raises(ItemError):
+            coerce(kind, "1")
+    assert infer_kind("91827364") == KIND_STRING  # a new sensor's first value decides, as before
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_any_double_sent_as_its_json_text_comes_back_exactly(value: float) -> None:
+    assert coerce(KIND_DOUBLE, orjson.dumps(value).decode()) == value
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_any_int64_sent_as_text_comes_back_exactly(value: int) -> None:
+    assert coerce(KIND_LONG, str(value)) == value
+    assert coerce(KIND_DOUBLE, str(value)) == float(value)
+
+
+@given(st.text(max_size=80))
+def test_no_text_makes_coerce_raise_anything_but_item_error(text: str) -> None:
+    for kind in (KIND_DOUBLE, KIND_LONG):
+        try:
+            number = coerce(kind, text)
+        except ItemError:
+            continue
+        # accepted: it was a JSON number (of 64 bits at most, if an integer)
+        assert number == coerce(kind, orjson.loads(text))
 
 
 def test_inferred_kinds() -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
+    from roost.http.server import HttpLimits
     from roost.mqtt.server import MQTTServer
     from roost.runtime import Roost
 
@@ -51,7 +52,9 @@ async def _start_mqtts(roost: Roost) -> MQTTServer:
     return server
 
 
-async def _start_https(roost: Roost, app: ASGIApp) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def _start_https(
+    roost: Roost, app: ASGIApp, limits: HttpLimits
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """A second, direct HTTPS listener whose requests carry the TLS client certificate (devices
     with a certificate of the platform CA; everyone else as on HTTP). Answers the server and the
     task that keeps its Date header current and ends when it is told to exit."""
@@ -68,7 +71,8 @@ async def _start_https(roost: Roost, app: ASGIApp) -> tuple[uvicorn.Server, asyn
         host=settings.http_host,
         port=settings.https_port,
         log_level=settings.log_level.lower(),
-        http=ClientCertificateHttpProtocol,
+        http=ClientCertificateHttpProtocol.with_limits(limits),
+        timeout_keep_alive=limits.keepalive_timeout_s,
         access_log=False,
         lifespan="off",  # the HTTP listener's app runs the lifespan
         ssl_certfile=str(cert_file),
@@ -79,16 +83,30 @@ async def _start_https(roost: Roost, app: ASGIApp) -> tuple[uvicorn.Server, asyn
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
+    protocol = config.http_protocol_class
+    # Listening here rather than in uvicorn's startup, which has no TLS handshake timeout (asyncio
+    # waits a minute): a client gets as long for the handshake as it then gets for its head.
     try:
-        await server.startup()
-    except SystemExit:  # uvicorn's answer to a port it cannot bind (it logged why)
-        server.started = False
-    if not server.started:
-        raise typer.BadParameter(
-            f"cannot listen for HTTPS on {settings.http_host}:{settings.https_port}: choose "
-            "another port with ROOST_HTTPS_PORT (0 turns it off)",
-            param_hint="ROOST_HTTPS_PORT",
+        listener = await asyncio.get_running_loop().create_server(
+            lambda: protocol(
+                config=config,  # type: ignore[call-arg]
+                server_state=server.server_state,
+                app_state=server.lifespan.state,
+            ),
+            host=settings.http_host,
+            port=settings.https_port,
+            ssl=config.ssl,
+            backlog=config.backlog,
+            ssl_handshake_timeout=limits.head_timeout_s,
         )
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot listen for HTTPS on {settings.http_host}:{settings.https_port} "
+            f"({exc.strerror}): choose another port with ROOST_HTTPS_PORT (0 turns it off)",
+            param_hint="ROOST_HTTPS_PORT",
+        ) from None
+    server.servers = [listener]
+    server.started = True
     typer.echo(f"HTTPS https://{settings.http_host}:{settings.https_port}  (client certificates)")
     return server, asyncio.create_task(server.main_loop(), name="roost-https-ticks")
 
@@ -120,6 +138,7 @@ def serve(
     import uvicorn
 
     from roost.app import create_app
+    from roost.http.server import HeadLimitedHttpProtocol, HttpLimits
     from roost.runtime import Roost
 
     settings = load_settings(
@@ -130,6 +149,7 @@ def serve(
         database_url=database_url,
         log_level=log_level,
     )
+    limits = HttpLimits.from_settings(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -199,14 +219,15 @@ def serve(
 
                 app = ForwardedClientCertificate(app, settings.client_cert_header)
             if settings.https_port:
-                https_server = await _start_https(roost, app)
+                https_server = await _start_https(roost, app, limits)
             config = uvicorn.Config(
                 app,
                 host=settings.http_host,
                 port=settings.http_port,
                 log_level=settings.log_level.lower(),
                 loop="uvloop",
-                http="httptools",
+                http=HeadLimitedHttpProtocol.with_limits(limits),
+                timeout_keep_alive=limits.keepalive_timeout_s,
                 access_log=False,
                 lifespan="on",
             )

@@ -19,6 +19,7 @@ import orjson
 from roost.commands.rules import device_message
 from roost.core.device_identity import DeviceIdentity
 from roost.core.devicelink import DevicePublish, DeviceTopic
+from roost.core.json import loads as load_json
 from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class CommandsOverMQTT:
         command_id = message.topic.split("/")[3]
         try:
             try:
-                body = orjson.loads(message.payload)
+                body = load_json(message.payload)
             except orjson.JSONDecodeError:
                 raise InvalidInput("the command response is not valid JSON") from None
             await self.service.respond(message.identity, command_id, body)

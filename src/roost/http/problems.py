@@ -1,4 +1,11 @@
-"""RFC 9457 problem+json answers for every error the API can give, never a bare 500."""
+"""RFC 9457 problem+json answers for every error the API can give, never a bare 500.
+
+An unexpected exception is answered 500 inside the app (:class:`ContainErrors`), never left to
+reach the server: Starlette's outermost error middleware answers and then re-raises, and uvicorn
+closes a connection whose app raised, so a keep-alive client's next request would be reset. A
+value that cannot be written as JSON (orjson: an integer beyond 64 bits that slipped past the
+doors' check, see :mod:`roost.core.json`) is answered 422, not 500.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from roost.core.json import OUT_OF_RANGE_CODE
 from roost.errors import RateLimited, RoostError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -98,6 +107,12 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict
             continue
         loc = tuple(err.get("loc", ()))
         entry = {"field": _location(loc), "message": err.get("msg", "invalid")}
+        if err.get("type") == OUT_OF_RANGE_CODE:
+            # http.schemas.Body names where inside the field the integer sits.
+            inner = (err.get("ctx") or {}).get("path")
+            if inner:
+                entry["field"] = f"{entry['field']}.{inner}"
+            entry["code"] = OUT_OF_RANGE_CODE
         if loc and loc[0] in {"query", "path", "header"}:
             entry["in"] = loc[0]
         errors.append(entry)
@@ -107,8 +122,68 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict
     return 422, summary or "invalid request", errors
 
 
+def _json_encode_failure(exc: BaseException) -> BaseException | None:
+    """The orjson encoding error behind ``exc`` (SQLAlchemy wraps its serialiser's), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, orjson.JSONEncodeError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def unexpected(request: Request, exc: Exception) -> Response:
+    """The answer to an exception no handler took: 422 for a value JSON cannot hold, else 500."""
+    encoding = _json_encode_failure(exc)
+    if encoding is not None:
+        log.warning(
+            "%s %s: a value cannot be written as JSON: %s",
+            request.method,
+            request.url.path,
+            encoding,
+            exc_info=exc,
+        )
+        return problem(422, f"a value in the request cannot be stored as JSON: {encoding}")
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "an unexpected error occurred; it has been logged")
+
+
+class ContainErrors:
+    """Answer an exception the handlers did not take here, and keep the connection open.
+
+    The innermost user middleware: below it Starlette's ExceptionMiddleware has had its turn;
+    above it an exception would reach ServerErrorMiddleware, which re-raises to uvicorn, which
+    closes the connection. Once a response has started, only closing tells the client that it
+    is cut short, so then the exception goes on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            await unexpected(Request(scope), exc)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
-    """Register handlers that turn every exception into problem+json."""
+    """Register handlers that turn every exception into problem+json (see the module)."""
 
     @app.exception_handler(RoostError)
     async def _roost_error(request: Request, exc: RoostError) -> Response:
@@ -138,5 +213,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "an unexpected error occurred; it has been logged")
+        # Only errors of the middleware outside ContainErrors get here.
+        return unexpected(request, exc)
+
+    # Added before every other middleware (create_app adds them after install): the innermost.
+    app.add_middleware(ContainErrors)

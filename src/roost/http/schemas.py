@@ -10,6 +10,9 @@ from pydantic import (
     Field,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from roost.core.json import OUT_OF_RANGE_CODE, IntegerOutOfRange, check_integers
 
 T = TypeVar("T")
 
@@ -36,6 +39,20 @@ class Body(BaseModel):
         # PostgreSQL text cannot hold NUL; refuse it on every backend so both store the same data.
         if contains_nul(value):
             raise ValueError("text must not contain NUL (\\u0000) characters")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_big_integers(cls, value: Any) -> Any:
+        # The one rule for JSON numbers (roost.core.json): FastAPI parses bodies with the
+        # standard library, whose integers have no bound; orjson would fail to store them.
+        try:
+            check_integers(value)
+        except IntegerOutOfRange as exc:
+            # problems.py puts ``path`` after the field's name, so the answer names the number.
+            raise PydanticCustomError(
+                OUT_OF_RANGE_CODE, "{message}", {"message": exc.message, "path": exc.field}
+            ) from None
         return value
 
 

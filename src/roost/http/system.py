@@ -33,11 +33,16 @@ async def healthz() -> dict[str, Any]:
 @router.get(
     "/readyz",
     operation_id="readyz",
-    summary="The store is reachable",
-    responses={503: {"description": "A dependency is down"}},
+    summary="The store is reachable and can write",
+    responses={503: {"description": "The store is down or cannot write (e.g. its disk is full)"}},
 )
 async def readyz(roost: RoostDep) -> dict[str, Any]:
+    """Ready when the store answers a read and can take a write (probed at most once a second).
+
+    A store that reads but cannot write (a full disk) is not ready: ingest would be refused.
+    """
     await roost.db.ping()
+    await roost.db.check_writable()
     return {"status": "ready", "store": roost.db.dialect}
 
 

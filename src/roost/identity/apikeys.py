@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,19 @@ import sqlalchemy as sa
 
 from roost.audit import service as audit
 from roost.core.access import Actor, Role
-from roost.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from roost.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from roost.identity.tables import api_keys, users
 from roost.identity.tenants import DEFAULT_TENANT
 from roost.store.database import Database
 from roost.store.queries import Page, PageRequest, fetch_one, fetch_page, order_by
+
+log = logging.getLogger(__name__)
 
 PREFIX = "roost_"
 
@@ -138,7 +147,8 @@ class ApiKeyDirectory:
                 )
             )
             await audit.record(conn, actor, "create", "api_key", key.key_id, after=row)
-        return row, key.plaintext
+        # The answer names its user as the list does (a key is made by a logged-in user only).
+        return {**row, "username": actor.name}, key.plaintext
 
     async def list_api_keys(self, actor: Actor, page: PageRequest) -> Page[dict[str, Any]]:
         """The caller's keys; an admin sees every key of the tenant."""
@@ -214,10 +224,15 @@ class ApiKeyDirectory:
         if row["disabled"]:
             raise AuthenticationFailed("the API key's user is disabled")
         if row["last_used_at"] is None or now - row["last_used_at"] > API_KEY_TOUCH_INTERVAL:
-            async with self.db.write() as conn:
-                await conn.execute(
-                    api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now)
-                )
+            # Bookkeeping only: a store that cannot write (a full disk) must not refuse a key
+            # that reads; the key's last use is then simply not brought up to date.
+            try:
+                async with self.db.write() as conn:
+                    await conn.execute(
+                        api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now)
+                    )
+            except Unavailable as exc:
+                log.warning("last use of API key %s not recorded: %s", key_id, exc.detail)
         # A key never does more than its user can do today, even if the user was demoted.
         role = min(Role.parse(row["role"]), Role.parse(row["user_role"]))
         return Actor(

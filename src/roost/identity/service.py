@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,7 +14,13 @@ import sqlalchemy as sa
 from roost.config import Settings
 from roost.core.access import Actor, Role
 from roost.core.ratelimit import FailureLimiter
-from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
+from roost.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermissionDenied,
+    RateLimited,
+    Unavailable,
+)
 from roost.identity.apikeys import ApiKeyDirectory, looks_like_api_key
 from roost.identity.passwords import hash_password_async, verify_password_async
 from roost.identity.tables import tenants, users
@@ -22,6 +29,8 @@ from roost.identity.tokens import issue_user_token, verify_user_token
 from roost.identity.users import USER_COLUMNS, UserDirectory, user_out
 from roost.store.database import Database
 from roost.store.queries import fetch_one
+
+log = logging.getLogger(__name__)
 
 SUPERUSER = "admin"
 # An address may fail more often than one (username, address) pair: many users share a NAT.
@@ -125,18 +134,21 @@ class IdentityService(TenantDirectory, UserDirectory, ApiKeyDirectory):
         # success: counted after them, any number of concurrent guesses passed the check above.
         self._pair_limiter.record_failure(pair_key)
         self._address_limiter.record_failure(address_key)
-        async with self.db.read() as conn:
-            row = await fetch_one(conn, sa.select(users).where(users.c.username == username))
+        try:
+            async with self.db.read() as conn:
+                row = await fetch_one(conn, sa.select(users).where(users.c.username == username))
+        except Unavailable:
+            # Not a guess that failed: a store outage must not lock people out once it is over.
+            self._pair_limiter.forgive(pair_key)
+            self._address_limiter.forgive(address_key)
+            raise
         valid = await verify_password_async(row["password_hash"] if row else None, password)
         if row is None or not valid or row["disabled"]:
             raise AuthenticationFailed("invalid username or password")
         self._pair_limiter.reset(pair_key)
         self._address_limiter.forgive(address_key)
         now = self.clock()
-        async with self.db.write() as conn:
-            await conn.execute(
-                users.update().where(users.c.id == row["id"]).values(last_login_at=now)
-            )
+        await self._record_login(row["id"], now)
         token, expires = issue_user_token(
             self.secret_key,
             row["id"],
@@ -147,6 +159,20 @@ class IdentityService(TenantDirectory, UserDirectory, ApiKeyDirectory):
         )
         row["last_login_at"] = now
         return LoginResult(token, expires, user_out(row))
+
+    async def _record_login(self, user_id: int, now: datetime) -> None:
+        """Save the time of a successful login; a store that cannot write does not stop it.
+
+        With the disk full an operator must still get in to look: the login then succeeds and
+        only this timestamp is lost (``last_login_at`` keeps the previous login's time).
+        """
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    users.update().where(users.c.id == user_id).values(last_login_at=now)
+                )
+        except Unavailable as exc:
+            log.warning("login of user %s not recorded (last_login_at): %s", user_id, exc.detail)
 
     async def authenticate(self, credential: str, *, allow_consumer: bool = False) -> Actor:
         """Turn a bearer credential (user token, API key, consumer key) into the actor.

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 
 from roost.core.device_identity import DeviceIdentity
 from roost.core.devicelink import DevicePublish, DeviceTopic
+from roost.core.json import IntegerOutOfRange
+from roost.core.json import loads as load_json
 from roost.errors import Conflict, InvalidInput, NotFound, RoostError
 from roost.inventory.tables import devices
 from roost.jobs import store
@@ -99,14 +101,17 @@ class JobsOverMQTT:
         identity = message.identity
         job_id = message.topic.split("/")[3]
         base = f"devices/{identity.device_id}/jobs/{job_id}/update"
+        refusal: InvalidInput | None = None
         try:
-            raw = orjson.loads(message.payload)
+            raw = load_json(message.payload)
         except orjson.JSONDecodeError:
-            raw = None
+            raw, refusal = None, InvalidInput("the update is not JSON")
+        except IntegerOutOfRange as exc:
+            raw, refusal = None, exc
         token = raw.get("client_token") if isinstance(raw, dict) else None
         try:
-            if raw is None:
-                raise InvalidInput("the update is not JSON")
+            if refusal is not None:
+                raise refusal
             answer = await self.service.update(identity, job_id, raw)
         except (InvalidInput, Conflict, NotFound) as exc:
             self._reject(identity, base, exc, token if isinstance(token, str) else None)
@@ -122,7 +127,7 @@ class JobsOverMQTT:
         try:
             if message.payload.strip():
                 try:
-                    raw = orjson.loads(message.payload)
+                    raw = load_json(message.payload)
                 except orjson.JSONDecodeError:
                     raise InvalidInput("the start-next request is not JSON") from None
             answer = await self.service.start_next(identity, raw)

@@ -1,4 +1,4 @@
-"""Sans-IO MQTT 3.1.1 / 5.0 packet codec for Roost's device gateway.
+"""Sans-IO MQTT 3.1 / 3.1.1 / 5.0 packet codec for Roost's device gateway.
 
 Design (in the spirit of h11 / httpcore): this module performs no IO at all. It is the codec's
 public face; the code lives in :mod:`~roost.mqtt.packets` (reason codes, errors, properties,
@@ -27,6 +27,11 @@ names and filters), and every public name is importable from here.
   which says how to answer (CONNACK 0x01 in 3.1.1 format or 0x84 in 5.0 format). Packets
   completed earlier in the same ``feed`` call are on the exception's ``packets`` list. After
   an error the decoder is dead: every later ``feed`` raises an error with the same code.
+
+MQTT 3.1 (protocol name ``MQIsdp``, level 3, what older device libraries still send) differs from
+3.1.1 only in its CONNECT: the decoder accepts it, returns a :class:`Connect` with
+``protocol_level`` 3, and then decodes the connection as 3.1.1; ``encode(packet, 3)`` writes 3.1.1
+bytes (and ``MQIsdp`` in a CONNECT).
 
 Decoder state: a decoder has a *role* (``"server"`` decodes client-to-server packets,
 ``"client"`` the reverse; a packet travelling the wrong way is a Protocol Error) and a
@@ -65,6 +70,7 @@ from roost.mqtt.packets import (
     EMPTY_PROPERTIES,
     MAX_PACKET_SIZE,
     PROTOCOL_V5,
+    PROTOCOL_V31,
     PROTOCOL_V311,
     Auth,
     Connack,
@@ -100,6 +106,7 @@ from roost.mqtt.topics import (
 __all__ = [
     "EMPTY_PROPERTIES",
     "MAX_PACKET_SIZE",
+    "PROTOCOL_V31",
     "PROTOCOL_V311",
     "PROTOCOL_V5",
     "Auth",

@@ -1,4 +1,4 @@
-"""Incremental sans-IO MQTT 3.1.1 / 5.0 decoder: bytes in, packet objects out.
+"""Incremental sans-IO MQTT 3.1 / 3.1.1 / 5.0 decoder: bytes in, packet objects out.
 
 See :mod:`roost.mqtt.codec` for the contract (roles, protocol level learning, errors) and the
 performance notes on the inlined PUBLISH hot path.
@@ -11,6 +11,7 @@ from typing import Final, Literal, TypeAlias
 
 from roost.mqtt.packets import (
     _AUTH,
+    _CONNECT_PROTOCOLS,
     _DISCONNECT,
     _PINGREQ,
     _PINGRESP,
@@ -20,6 +21,7 @@ from roost.mqtt.packets import (
     EMPTY_PROPERTIES,
     MAX_PACKET_SIZE,
     PROTOCOL_V5,
+    PROTOCOL_V31,
     PROTOCOL_V311,
     Auth,
     Connack,
@@ -110,8 +112,10 @@ class MQTTDecoder:
     ) -> None:
         if role not in ("server", "client"):
             raise ValueError(f"role must be 'server' or 'client', not {role!r}")
-        if protocol_level not in (None, PROTOCOL_V311, PROTOCOL_V5):
+        if protocol_level not in (None, PROTOCOL_V31, PROTOCOL_V311, PROTOCOL_V5):
             raise ValueError(f"unsupported protocol level {protocol_level!r}")
+        if protocol_level == PROTOCOL_V31:
+            protocol_level = PROTOCOL_V311  # the same bytes after CONNECT
         if role == "client" and protocol_level is None:
             raise ValueError("a client-role decoder needs the protocol_level it connected with")
         if max_packet_size < 2:
@@ -130,7 +134,7 @@ class MQTTDecoder:
 
     @property
     def protocol_level(self) -> int | None:
-        """Protocol level in use (4 or 5), or ``None`` before the CONNECT has been seen."""
+        """Protocol level in use (4 or 5; MQTT 3.1 decodes as 4), or ``None`` before CONNECT."""
         return self._level
 
     @property
@@ -346,9 +350,10 @@ class MQTTDecoder:
         if p >= end:
             raise _malformed("truncated CONNECT variable header")
         level = data[p]
-        if name != b"MQTT" or level not in (PROTOCOL_V311, PROTOCOL_V5):
+        if (name, level) not in _CONNECT_PROTOCOLS:
             raise UnsupportedProtocolVersion(name.decode("utf-8", "replace"), level)
-        self._level = level
+        # 3.1's packets are 3.1.1's; the Connect keeps level 3 so the session can tell them apart.
+        self._level = PROTOCOL_V311 if level == PROTOCOL_V31 else level
         v5 = level == PROTOCOL_V5
         if p + 4 > end:
             raise _malformed("truncated CONNECT variable header")

@@ -1,6 +1,7 @@
-"""MQTT 3.1.1 / 5.0 encoder: packet objects out as bytes for a given protocol level.
+"""MQTT 3.1 / 3.1.1 / 5.0 encoder: packet objects out as bytes for a given protocol level.
 
 Encoding to 3.1.1 silently drops what that version cannot express; see :mod:`roost.mqtt.codec`.
+MQTT 3.1 (level 3) encodes as 3.1.1 but for CONNECT's protocol name (``MQIsdp``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Final
 from roost.mqtt.packets import (
     EMPTY_PROPERTIES,
     PROTOCOL_V5,
+    PROTOCOL_V31,
     PROTOCOL_V311,
     Auth,
     Connack,
@@ -61,7 +63,7 @@ def _check_level(level: int) -> bool:
     """Validate a protocol level; return whether it is MQTT 5."""
     if level == PROTOCOL_V5:
         return True
-    if level == PROTOCOL_V311:
+    if level == PROTOCOL_V311 or level == PROTOCOL_V31:
         return False
     raise ValueError(f"unsupported protocol level {level!r}")
 
@@ -83,7 +85,7 @@ def _enc_connect(pk: Connect, level: int) -> bytes:
             raise ValueError(f"invalid will QoS {will.qos}")
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     parts = [
-        b"\x00\x04MQTT",
+        b"\x00\x06MQIsdp" if level == PROTOCOL_V31 else b"\x00\x04MQTT",
         _pack_BB(level, flags),
         _pack_H(_check_u16(pk.keep_alive, "keep_alive")),
     ]
@@ -134,7 +136,7 @@ def _enc_publish(pk: Publish, level: int) -> bytes:
     if level == PROTOCOL_V5:
         props = pk.properties
         head += b"\x00" if props is EMPTY_PROPERTIES else _enc_properties(props, _P_PUBLISH)
-    elif level != PROTOCOL_V311:
+    elif level != PROTOCOL_V311 and level != PROTOCOL_V31:
         raise ValueError(f"unsupported protocol level {level!r}")
     payload = pk.payload
     size = len(head) + len(payload)
@@ -278,7 +280,7 @@ _ENCODERS: Final[dict[type[Any], Callable[[Any, int], bytes]]] = {
 
 
 def encode(packet: Packet, protocol_level: int) -> bytes:
-    """Serialize ``packet`` for ``protocol_level`` (4 or 5); ValueError if not encodable."""
+    """Serialize ``packet`` for ``protocol_level`` (3, 4 or 5); ValueError if not encodable."""
     if type(packet) is Publish:
         return _enc_publish(packet, protocol_level)
     encoder = _ENCODERS.get(type(packet))

@@ -21,13 +21,15 @@ Time is injected: ``tick(now)`` runs every timer (keep alive, CONNECT timeout, c
 will delay, session expiry) in one sweep, which :meth:`Gateway.start` schedules once per
 :data:`SWEEP_INTERVAL_S` for the whole gateway instead of a timer per connection.
 
-Refusal decisions (MQTT 5 reason code; MQTT 3.1.1 behaviour). At CONNECT the authenticator's
-exception decides: ``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0x87, anything else →
-0x88 (see :mod:`roost.credentials.authenticator`):
+Refusal decisions (MQTT 5 reason code; MQTT 3.1.1 behaviour, which MQTT 3.1 — protocol name
+``MQIsdp``, level 3 — shares). At CONNECT the authenticator's exception decides:
+``AuthenticationFailed`` → 0x86, ``PermissionDenied`` → 0x87, anything else → 0x88 (see
+:mod:`roost.credentials.authenticator`):
 
 ==========================================  =============================  ======================
 case                                        MQTT 5                         MQTT 3.1.1
 ==========================================  =============================  ======================
+protocol other than 3.1, 3.1.1 and 5        CONNACK 0x84                   CONNACK 1
 address over its failed-credential limit   CONNACK 0x9F (not checked)     CONNACK 3
 no / malformed / bad / expired token        CONNACK 0x86                   CONNACK 4
 revoked token, deleted device, username     CONNACK 0x87                   CONNACK 5
@@ -35,6 +37,8 @@ not the token's device
 authenticator or store unavailable          CONNACK 0x88                   CONNACK 3
 device holds its most connections           CONNACK 0x97                   CONNACK 5
 enhanced auth (authentication method)       CONNACK 0x8C                   n/a
+will to a topic the device may not publish  CONNACK 0x90 (will topic not   CONNACK 5 (not
+to (checked once authenticated)             accepted by this server)       authorized)
 client id too long (> 256)                  CONNACK 0x85                   CONNACK 2
 empty client id                             assigned, returned in CONNACK  assigned (clean only)
 same (device, client id) connects again     old one: DISCONNECT 0x8E       old one closed
@@ -42,8 +46,9 @@ SUBSCRIBE outside the device's topics       SUBACK 0x87 for that filter    SUBAC
 bad filter / $share / over 32 filters       SUBACK 0x8F / 0x9E / 0x97      SUBACK 0x80
 PUBLISH to a forbidden topic, QoS 1/2       PUBACK/PUBREC 0x87             connection closed
 PUBLISH to a forbidden topic, QoS 0         DISCONNECT 0x87                connection closed
-payload refused by ingest                   PUBACK/PUBREC 0x99 + reason;   acknowledged, and the
-                                            recorded as an event too       refusal recorded as an
+payload refused by ingest                   PUBACK/PUBREC 0x99 + reason,   acknowledged; reasons
+                                            and as for 3.1.1               on the rejected topic,
+                                                                           and recorded as an
                                                                            event of the device
 commit failed (ticket error)                PUBACK/PUBREC 0x80             connection closed (the
                                                                            device resends)
@@ -58,6 +63,12 @@ credential revoked (or device deleted)      DISCONNECT 0x87, no will       close
 credential expired during the session       DISCONNECT 0x87, no will       closed, no will
 server shutting down                        DISCONNECT 0x8B, no will       closed, no will
 ==========================================  =============================  ======================
+
+The rejected topic is where a device learns why its message was refused, for every protocol
+version: the ingest room declares ``devices/{id}/telemetry/rejected`` (for ``…/telemetry`` and
+the bare id) and ``devices/{id}/events/rejected`` (:mod:`roost.telemetry.ingest.mqtt`); the
+gateway hands the refusal to the ingest port (``record_refusal``), which publishes it through the
+device link.
 
 Abuse limits (:mod:`roost.core.limits`): a PUBLISH over the device's rate is refused before
 it is taken, so nothing acknowledged is lost. 0x96 "Message rate too high" is the spec's code for
@@ -325,7 +336,8 @@ class Gateway:
     def record_refusal(
         self, ctx: Any, topic: str, errors: list[dict[str, Any]], recv_ns: int
     ) -> None:
-        """Record a refused message as an event of the device (in the background)."""
+        """Record a refused message as an event of the device and tell the device why (in the
+        background; :meth:`IngestPort.record_refusal`)."""
         self.spawn(self.ingest.record_refusal(ctx, topic, errors, recv_ns))
 
     def subscribed(self, session: MQTTSession, topic_filter: str) -> None:

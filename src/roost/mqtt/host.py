@@ -117,5 +117,5 @@ class SessionHost(Protocol):
     def record_refusal(
         self, ctx: Any, topic: str, errors: list[dict[str, Any]], recv_ns: int
     ) -> None:
-        """Record a refused message as an event of the device."""
+        """Record a refused message as an event of the device, and tell the device why."""
         ...

@@ -226,7 +226,8 @@ async def _ingest_slow(
 def _refused(
     session: MQTTSession, pkt: Publish, topic: str, errors: list[dict[str, Any]], recv_ns: int
 ) -> None:
-    """A payload refused whole: record it for the API, and tell a v5 client why."""
+    """A payload refused whole: record it for the API and publish why to the device (every
+    version, see ``record_refusal``); a v5 client's acknowledgement says it too."""
     session.gateway.record_refusal(session.ctx, topic, errors, recv_ns)
     first = errors[0]
     where = f" {first['field']}" if first.get("field") else ""
@@ -235,8 +236,8 @@ def _refused(
     if session.level == PROTOCOL_V5:
         _ack(session, pkt, None, ReasonCode.PAYLOAD_FORMAT_INVALID, reason)
     else:
-        # No negative ack in 3.1.1; the refusal is recorded as an event of the device instead,
-        # and acknowledging stops the device resending a message that can never be taken.
+        # No negative ack in 3.1/3.1.1: the device learns why on its rejected topic, and
+        # acknowledging stops it resending a message that can never be taken.
         _ack(session, pkt, None)
 
 

@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 / 5.0 packet types: reason codes, errors, properties and the packet dataclasses.
+"""MQTT 3.1 / 3.1.1 / 5.0 packet types: reason codes, errors, properties and the packet dataclasses.
 
 Packets are frozen, slotted dataclasses (:class:`Connect` ... :class:`Auth`); sequences inside
 them are tuples so packets stay immutable and comparable. MQTT 5 properties are one frozen
@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, TypeAlias
 
+#: MQTT 3.1 (protocol name ``MQIsdp``): after CONNECT its packets are 3.1.1's byte for byte, so
+#: the codec decodes and encodes it as 3.1.1 and only CONNECT (and the CONNACK flags) differ.
+PROTOCOL_V31: Final = 3
 PROTOCOL_V311: Final = 4
 PROTOCOL_V5: Final = 5
+#: The (protocol name, level) pairs a CONNECT may carry.
+_CONNECT_PROTOCOLS: Final = frozenset(
+    {(b"MQTT", PROTOCOL_V311), (b"MQTT", PROTOCOL_V5), (b"MQIsdp", PROTOCOL_V31)}
+)
 MAX_REMAINING_LENGTH: Final = 268_435_455
 #: Largest possible MQTT packet: fixed header byte + 4-byte remaining length + body.
 MAX_PACKET_SIZE: Final = MAX_REMAINING_LENGTH + 5
@@ -179,6 +186,7 @@ _V311_CONNACK_MAP: Final[dict[int, int]] = {
     0x87: 0x05,  # not authorized
     0x97: 0x05,  # quota exceeded (too many connections of the device)
     0x9F: 0x03,  # connection rate exceeded (too many failed credentials): "unavailable"
+    0x90: 0x05,  # will topic the device may not publish to: not authorized (not "unavailable")
 }
 
 
@@ -207,7 +215,7 @@ class Will:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """CONNECT: client requests a connection (``protocol_level`` 4 = 3.1.1, 5 = 5.0)."""
+    """CONNECT: client requests a connection (``protocol_level`` 3 = 3.1, 4 = 3.1.1, 5 = 5.0)."""
 
     client_id: str
     protocol_level: int = PROTOCOL_V311

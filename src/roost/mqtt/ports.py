@@ -64,7 +64,8 @@ class IngestPort(Protocol):
     async def record_refusal(
         self, ctx: Any, topic: str, errors: list[dict[str, Any]], recv_ns: int
     ) -> None:
-        """Record a refused message as an event of the device, so it is visible in the API."""
+        """Record a refused message as an event of the device, so it is visible in the API, and
+        tell the device why (the ingest room publishes the reasons on a topic it declared)."""
         ...
 
 

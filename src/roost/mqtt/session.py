@@ -32,6 +32,7 @@ from roost.mqtt.encoder import encode
 from roost.mqtt.packets import (
     EMPTY_PROPERTIES,
     PROTOCOL_V5,
+    PROTOCOL_V31,
     Auth,
     Connack,
     Connect,
@@ -379,6 +380,12 @@ class MQTTSession:
             return
         if self.closed:
             return
+        will = pkt.will
+        if will and gateway.topics.publish_route(identity.device_id, will.topic) is None:
+            # Said now, not dropped when the connection ends. MQTT 5's 0x90 in a CONNACK: "the Will
+            # Topic Name is not malformed, but is not accepted by this Server" (3.1.1: 5).
+            self._refuse(ReasonCode.TOPIC_NAME_INVALID, f"will topic {will.topic!r} not allowed")
+            return
         try:
             # Counted before the await below, released by detach however the session ends.
             gateway.admit(self, identity)
@@ -440,8 +447,9 @@ class MQTTSession:
                 session_expiry_interval=expiry if expiry != requested else None,
             )
             self._link.write(encode(Connack(present, 0, connack_props), PROTOCOL_V5))
-        else:
-            self._link.write(b"\x20\x02\x01\x00" if present else b"\x20\x02\x00\x00")
+        else:  # MQTT 3.1's CONNACK has no session present flag (that byte is reserved there)
+            told = present and self.level != PROTOCOL_V31
+            self._link.write(b"\x20\x02\x01\x00" if told else b"\x20\x02\x00\x00")
         log.debug("%r: connected (session present: %s)", self, present)
         outbound.resume(self)
         gateway.connected(self)

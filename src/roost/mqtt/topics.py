@@ -155,11 +155,12 @@ class DeviceTopics:
 
         A filter is allowed when every topic it can match lies inside one of the device's own
         downlink subtrees (``devices/{id}/commands``, ``devices/{id}/state``, ...), where the
-        server publishes commands, desired state and deltas, and job notifications and replies.
-        So ``devices/{id}/commands/#``, ``devices/{id}/jobs/+/update/accepted`` and
-        ``devices/{id}/state/delta`` are allowed; ``#``, ``devices/+/commands/#``,
-        ``devices/{id}/#`` and ``devices/{id}/telemetry`` are not. The server never publishes a
-        device's own uplink topics, so a filter that also covers them leaks nothing.
+        server publishes commands, desired state and deltas, job notifications and replies, and
+        refusals. So ``devices/{id}/commands/#``, ``devices/{id}/jobs/+/update/accepted``,
+        ``devices/{id}/state/delta`` and ``devices/{id}/telemetry/rejected`` are allowed; ``#``,
+        ``devices/+/commands/#``, ``devices/{id}/#`` and ``devices/{id}/telemetry`` are not. The
+        server never publishes a device's own uplink topics, so a filter that also covers them
+        leaks nothing.
         """
         parts = topic_filter.split("/")
         for levels in self._subtrees:

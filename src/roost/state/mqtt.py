@@ -18,6 +18,7 @@ import orjson
 
 from roost.core.device_identity import DeviceIdentity
 from roost.core.devicelink import DevicePublish, DeviceTopic
+from roost.core.json import loads as load_json
 from roost.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from roost.mqtt.topics import topic_matches
 from roost.state.rules import DEFAULT_STATE, StateDocument
@@ -50,7 +51,7 @@ def topic_state_name(topic: str) -> str:
 def parse_reported(payload: bytes) -> dict[str, Any]:
     """A device's report (the reported fields to merge) from its raw JSON payload."""
     try:
-        fields = orjson.loads(payload)
+        fields = load_json(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
     if not isinstance(fields, dict):

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field, StrictInt
 
 from roost.core.device_identity import DeviceIdentity
+from roost.core.json import loads as load_json
 from roost.credentials.dependencies import DeviceDep
 from roost.errors import ValidationFailed
 from roost.http import params as p
@@ -341,8 +342,9 @@ async def device_report_named(
 
 
 async def _json_body(request: Request) -> Any:
+    """The raw body as JSON; an integer beyond 64 bits is refused naming its field (422)."""
     try:
-        return orjson.loads(await request.body())
+        return load_json(await request.body())
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed(
             "the request body is not valid JSON",

@@ -8,6 +8,9 @@ lives in a backend (``store/sqlite.py``, ``store/postgres.py``) chosen by the UR
 from __future__ import annotations
 
 import abc
+import asyncio
+import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +21,19 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from roost.errors import ConfigError, Conflict, InvalidInput, Unavailable
+
+# /readyz is public, so anyone may poll it: its write probe (a commit, hence an fsync) runs at most
+# this often and its answer is reused meanwhile. A second old is fresh for a load balancer or an
+# orchestrator polling every few seconds.
+WRITABLE_CHECK_INTERVAL_S = 1.0
+# The write probe rewrites the one row of the migrations' version table (Alembic's default name):
+# every migrated Roost database has it and it belongs to the store, so the probe needs no table
+# (and no migration) of its own. An UPDATE to the same value is still a real write on both
+# databases (a WAL frame in SQLite, a new row version and WAL record in PostgreSQL).
+_WRITE_PROBE = "UPDATE alembic_version SET version_num = version_num"
+# A full disk: SQLite's SQLITE_FULL result code, PostgreSQL's SQLSTATE disk_full.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 
 
 def json_dumps(value: Any) -> str:
@@ -32,6 +48,9 @@ class Database(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._writable_lock = asyncio.Lock()
+        self._writable_checked_at = -math.inf
+        self._writable_problem: str | None = None
 
     @abc.abstractmethod
     def _engine(self) -> AsyncEngine:
@@ -63,6 +82,30 @@ class Database(abc.ABC):
         """Raise Unavailable unless a trivial query succeeds."""
         async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+    async def check_writable(self) -> None:
+        """Raise Unavailable unless the store can take writes now (probed at most once a second).
+
+        Reads can go on when writes cannot (a full disk), so readiness asks this beside ping.
+        Concurrent callers share one probe.
+        """
+        async with self._writable_lock:
+            if time.monotonic() - self._writable_checked_at >= WRITABLE_CHECK_INTERVAL_S:
+                try:
+                    await self._probe_write()
+                except Unavailable as exc:
+                    self._writable_problem = exc.detail
+                else:
+                    self._writable_problem = None
+                self._writable_checked_at = time.monotonic()
+            problem = self._writable_problem
+        if problem is not None:
+            raise Unavailable(f"the store cannot write: {problem}")
+
+    async def _probe_write(self) -> None:
+        """Commit a one-row write: it needs what every write needs (space, the lock, a primary)."""
+        async with self.write() as conn:
+            await conn.execute(sa.text(_WRITE_PROBE))
 
     @abc.abstractmethod
     async def refresh_statistics(self, tables: Sequence[str]) -> None:
@@ -101,7 +144,10 @@ def translate_database_error(exc: BaseException, dialect: str = "") -> Exception
         # character or an out-of-range number that slipped past validation: the client's fault.
         if isinstance(exc, sa_exc.DataError) or sqlstate.startswith("22"):
             return InvalidInput(f"a value cannot be stored or compared: {first_line}")
-        return Unavailable(f"cannot reach the {dialect or 'configured'} database: {first_line}")
+        name = dialect or "configured"
+        if sqlstate == _PG_DISK_FULL or getattr(exc.orig, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return Unavailable(f"the {name} database's disk is full: {first_line}")
+        return Unavailable(f"cannot reach the {name} database: {first_line}")
     return Unavailable(f"cannot reach the {dialect or 'configured'} database: {exc}")
 
 
@@ -117,7 +163,7 @@ def translate_integrity_error(exc: sa_exc.IntegrityError) -> Exception:
     return Conflict(f"constraint violated: {exc.orig}")
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
     """Open the backend named by the URL's scheme: ``sqlite:///path`` or ``postgresql://…``."""
     scheme = url.split(":", 1)[0].lower()
     if scheme.startswith("sqlite"):

@@ -4,10 +4,16 @@ SQLite allows one writer at a time. Writes go through a dedicated single-connect
 transactions start with ``BEGIN IMMEDIATE``, so concurrent writers queue in the pool instead of
 failing with SQLITE_BUSY when a deferred transaction tries to upgrade its lock. The aiosqlite driver
 runs each connection in its own thread, so the event loop never waits on disk.
+
+Connections run with ``PRAGMA synchronous=FULL`` unless configured otherwise: in WAL mode the WAL
+is fsynced at every commit, so a committed transaction survives a power cut (``NORMAL`` survives
+a process crash only). Readiness (``check_writable``) also looks at the database's free space.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +23,19 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from roost.errors import ConfigError
+from roost.errors import ConfigError, Unavailable
 from roost.store.database import Database, json_dumps
 
 # Other processes (the CLI beside a running server) may hold the write lock briefly; wait this
 # long before reporting the database busy.
 BUSY_TIMEOUT_MS = 10_000
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+# Below this much free space on the database's file system the store says it cannot write. The
+# write probe alone does not see a full disk: after a checkpoint SQLite reuses the WAL file from
+# its start, so a one-row write fits in space already allocated while a telemetry group commit,
+# or the checkpoint that grows the database file, fails (seen on a full tmpfs). 16 MiB holds a
+# large group commit (a few MiB of encoded points) and the checkpoint that follows it.
+MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
 class SQLiteDatabase(Database):
@@ -31,7 +43,7 @@ class SQLiteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         super().__init__(url)
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ConfigError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
@@ -52,6 +64,18 @@ class SQLiteDatabase(Database):
     def _write_engine(self) -> AsyncEngine:
         return self._writer
 
+    async def _probe_write(self) -> None:
+        """Refuse when the database's disk is (nearly) full, else commit the one-row write."""
+        if self.path != ":memory:":
+            directory = Path(self.path).parent
+            free = await asyncio.to_thread(_free_bytes, directory)
+            if free < MIN_FREE_BYTES:
+                raise Unavailable(
+                    f"the disk of {directory} is full: {free // 1024} KiB free, "
+                    f"{MIN_FREE_BYTES // 2**20} MiB needed to accept writes"
+                )
+        await super()._probe_write()
+
     async def refresh_statistics(self, tables: Sequence[str]) -> None:
         """Let SQLite gather the statistics it judges useful (cheap when nothing is needed)."""
         async with self.write() as conn:
@@ -66,6 +90,12 @@ def _path_from_url(url: str) -> str:
     if not sep or not prefix.startswith("sqlite"):
         raise ConfigError(f"expected sqlite:///path, got {url!r}")
     return rest or ":memory:"
+
+
+def _free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on the file system holding ``directory``."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _lower(value: object) -> object:

@@ -13,6 +13,16 @@ Timestamps are integer or decimal seconds, milliseconds, microseconds or nanosec
 magnitude, or RFC 3339 text; a missing timestamp means "when it was received". Values are checked
 against the sensor's type; an unknown sensor gets a type inferred from its first value.
 
+A number sent as text (the seed's sample sends ``"value": "91827364"``) is taken by a double or
+long sensor as the number it spells, when the text is exactly a JSON number: ``"91827364"``,
+``"-12.5"``, ``"1e3"``, ``"-0"``. Anything else stays text and is refused there: ``""``, ``" 12"``,
+``"+5"``, ``"012"``, ``".5"``, ``"0x1F"``, ``"1_000"``, ``"NaN"``, ``"inf"``, non-ASCII digits, and
+text longer than :data:`MAX_NUMBER_TEXT`. The number then follows the sensor's rule as if it had
+come unquoted: a long sensor keeps an integer exact and refuses one beyond 64 bits or a fraction;
+a double sensor refuses an integer beyond 64 bits (as every door refuses that number unquoted)
+and what overflows a double (``"1e999"``). Only numeric sensors read text this way: a new sensor
+whose first value is text becomes a string sensor, as before.
+
 Everything here is synchronous and allocation-light: it runs for every message on the ingest path.
 """
 
@@ -45,6 +55,15 @@ MIN_TS_NS = -(2**63)
 # clock gone wrong is worth telling, not worth losing data over.
 FUTURE_TOLERANCE_NS = 5 * 60 * 1_000_000_000
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+# A number sent as text: JSON's number grammar exactly, ASCII digits only (Python's int() and
+# float() would also take spaces, "+", "_", "nan", "inf" and other scripts' digits).
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Longer text is not read as a number: an int64 needs at most 20 characters and a double's
+# shortest form 24, so 64 leaves room for extra decimals and keeps int()/float() off huge text.
+MAX_NUMBER_TEXT = 64
+# The integers a JSON number may hold on every door (signed to unsigned 64-bit, what orjson keeps
+# exact): text spelling one beyond is refused as that number sent unquoted is.
+JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**64 - 1
 TIMESTAMP_KEYS = ("ts", "timestamp")
 RESERVED_KEYS = frozenset({"ts", "timestamp", "msg_id"})
 # Limits of one message: beyond them the sender is told, not the database flooded.
@@ -134,14 +153,35 @@ def infer_kind(value: Any) -> int:
     return KIND_JSON
 
 
+def number_from_text(text: str) -> int | float | None:
+    """The JSON number ``text`` spells exactly (an int without fraction or exponent), or None."""
+    if len(text) > MAX_NUMBER_TEXT or _NUMBER_TEXT.fullmatch(text) is None:
+        return None
+    if "." in text or "e" in text or "E" in text:
+        return float(text)
+    return int(text)
+
+
 def coerce(kind: int, value: Any) -> Any:
-    """The value as a sensor of ``kind`` stores it; raise ItemError when it does not fit."""
+    """The value as a sensor of ``kind`` stores it; raise ItemError when it does not fit.
+
+    Numbers are tested first, so a number sent as text (see the module docstring) costs nothing
+    to the values sent as numbers.
+    """
     if kind == KIND_DOUBLE:
         if isinstance(value, float):
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        raise ItemError("value", f"expected a number for a double sensor, got {_describe(value)}")
+        if isinstance(value, str):
+            number = number_from_text(value)
+            if type(number) is int and not JSON_INT_MIN <= number <= JSON_INT_MAX:
+                raise ItemError("value", "the integer does not fit in 64 bits")
+            if number is not None and math.isfinite(number):
+                return float(number)
+        raise ItemError(
+            "value", f"expected a number for a double sensor, got {_describe(value)}{_hint(value)}"
+        )
     if kind == KIND_LONG:
         if isinstance(value, int) and not isinstance(value, bool):
             if not LONG_MIN <= value <= LONG_MAX:
@@ -149,7 +189,13 @@ def coerce(kind: int, value: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
             return int(value)
-        raise ItemError("value", f"expected an integer for a long sensor, got {_describe(value)}")
+        if isinstance(value, str):
+            number = number_from_text(value)
+            if number is not None:
+                return coerce(KIND_LONG, number)
+        raise ItemError(
+            "value", f"expected an integer for a long sensor, got {_describe(value)}{_hint(value)}"
+        )
     if kind == KIND_BOOLEAN:
         if isinstance(value, bool):
             return value
@@ -165,6 +211,11 @@ def coerce(kind: int, value: Any) -> Any:
     if value is None:
         raise ItemError("value", "a json sensor's value cannot be null")
     return orjson.dumps(value).decode()
+
+
+def _hint(value: Any) -> str:
+    """What a numeric sensor takes as text, said when it was sent text."""
+    return " (text counts only when it is exactly a JSON number)" if isinstance(value, str) else ""
 
 
 def _describe(value: Any) -> str:

@@ -19,11 +19,11 @@ import asyncio
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from roost.core.device_identity import CLIENT_CERTIFICATE_SCOPE_KEY
 from roost.credentials.certificates.ca import MAX_CERTIFICATE_BYTES, pem_to_der
 from roost.errors import InvalidInput
+from roost.http.server import HeadLimitedHttpProtocol
 
 
 def forwarded_certificate_der(value: bytes) -> bytes:
@@ -65,9 +65,9 @@ def peer_certificate_der(transport: asyncio.BaseTransport) -> bytes | None:
     return der or None
 
 
-class ClientCertificateHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol that puts the TLS client certificate into every request's
-    scope (the direct HTTPS listener, ``ROOST_HTTPS_PORT``).
+class ClientCertificateHttpProtocol(HeadLimitedHttpProtocol):
+    """Roost's HTTP/1.1 protocol (uvicorn's, with request-head limits) that puts the TLS client
+    certificate into every request's scope (the direct HTTPS listener, ``ROOST_HTTPS_PORT``).
 
     Only plain HTTP requests carry it: WebSocket upgrades on this listener are handed to
     uvicorn's WebSocket protocol, which builds its own scope (devices on WebSocket with a

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import orjson
 
+from roost.core.json import loads as load_json
 from roost.errors import InvalidInput
 
 Format = Literal["csv", "json"]
@@ -142,7 +143,7 @@ def _csv_item(record: Mapping[str, str]) -> dict[str, Any]:
 def parse_json(text: str) -> list[dict[str, Any]]:
     """A JSON array of device objects (the API's create body, plus sensors and components)."""
     try:
-        document = orjson.loads(text)
+        document = load_json(text)
     except orjson.JSONDecodeError as exc:
         raise UnreadableFile(f"the file is not valid JSON: {exc}") from None
     if not isinstance(document, list):

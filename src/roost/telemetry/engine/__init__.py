@@ -25,7 +25,7 @@ def open_timeseries(
     compress_blocks: bool = True,
     compact_max_points: int = COMPACT_MAX_POINTS,
     tail_cache_bytes: int = TAIL_CACHE_BYTES,
-    sqlite_synchronous: str = "NORMAL",
+    sqlite_synchronous: str = "FULL",
     sqlite_readers: int | None = None,
     pool_size: int | None = None,
 ) -> TimeSeriesStore:

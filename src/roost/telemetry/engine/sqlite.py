@@ -6,7 +6,8 @@ trimming, retention and deletions, each in a short ``BEGIN IMMEDIATE`` transacti
 threads own a connection each and serve reads, each in one read transaction (a WAL snapshot). The
 event loop only awaits futures of these threads. ``sqlite3`` directly rather than SQLAlchemy +
 aiosqlite: an append is a handful of statements, and a thread hop per statement would cost more
-than the statements.
+than the statements. Connections run with ``PRAGMA synchronous`` as configured (``FULL`` by
+default: one fsync of the WAL per commit, so a group commit is durable when it returns).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class SQLiteTimeSeriesStore(BlockStore):
         url: str,
         *,
         options: StoreOptions | None = None,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         readers: int = READER_THREADS,
     ) -> None:
         super().__init__(options or StoreOptions())
@@ -255,10 +256,10 @@ class SQLiteTimeSeriesStore(BlockStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            conn.execute("COMMIT")
             return result
 
         return await self._on(self._writer, run)
@@ -328,10 +329,12 @@ class SQLiteTimeSeriesStore(BlockStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 first_offset = _append(conn, prepared)
+                # With synchronous=FULL (the default) the WAL is fsynced before COMMIT returns:
+                # the acknowledgements waiting on this batch then survive a power cut.
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            conn.execute("COMMIT")
             self._remember(first_offset, prepared)
             return first_offset, prepared
 
@@ -509,6 +512,17 @@ class SQLiteTimeSeriesStore(BlockStore):
 
         async with self._maintenance:
             await self._write(run)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed write transaction, if SQLite has not ended it already.
+
+    A full disk (SQLITE_FULL) or an I/O error rolls the whole transaction back by itself; a second
+    ROLLBACK would then fail and hide the error that matters (and a COMMIT that failed but left
+    the transaction open would make every later BEGIN fail).
+    """
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _deleting(sql: str, args: Sequence[Any]) -> Callable[[sqlite3.Connection], int]:

@@ -20,6 +20,7 @@ from roost.core.device_identity import (
 )
 from roost.core.devicelink import DeviceLink
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
+from roost.core.json import OUT_OF_RANGE_CODE
 from roost.core.limits import DeviceLimits
 from roost.credentials.authenticator import DeviceAuthenticator
 from roost.credentials.dependencies import DeviceDep, authenticate_device, websocket_credential
@@ -112,6 +113,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": s.Problem},
     403: {"model": s.Problem},
     413: {"model": s.Problem},
+    422: {"model": s.Problem, "description": "An integer beyond 64 bits (its field is named)"},
     503: {"model": s.Problem, "description": "Overloaded or the store is down: retry"},
 }
 
@@ -137,14 +139,16 @@ async def ingest_message(
 
 
 def refusal(outcome: IngestOutcome) -> ValidationFailed:
-    """The 400 answer for a message with refused items."""
+    """The 400 answer for a message with refused items (422 for an integer beyond 64 bits, the
+    answer every door gives it: :mod:`roost.core.json`)."""
     first = outcome.errors[0]
     where = f" ({first['field']})" if first.get("field") else ""
     detail = (
         f"{len(outcome.errors)} item(s) refused, nothing stored; "
         f"item {first['index']}{where}: {first['message']}"
     )
-    return ValidationFailed(detail, outcome.errors, status=400)
+    status = 422 if first.get("code") == OUT_OF_RANGE_CODE else 400
+    return ValidationFailed(detail, outcome.errors, status=status)
 
 
 async def _answer(

@@ -25,6 +25,8 @@ from roost.core.batching import BatchLoader
 from roost.core.device_identity import DeviceIdentity
 from roost.core.ids import is_slug
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
+from roost.core.json import OUT_OF_RANGE_CODE, IntegerOutOfRange, field_path
+from roost.core.json import loads as load_json
 from roost.errors import Conflict, NotFound
 from roost.inventory.devices.service import DeviceService
 from roost.inventory.tables import device_models, devices, sensors
@@ -128,6 +130,8 @@ class IngestService:
         self._state_loader: BatchLoader[int, DeviceState] = BatchLoader(self._load_states)
         # Told (device pk, receive time ns, items) of every message taken (presence, clock skew).
         self.activity: Callable[[int, int, list[Any]], None] | None = None
+        # Told (device, topic, errors) of every MQTT message refused, to tell the device why.
+        self.refused: Callable[[DeviceIdentity, str, list[dict[str, Any]]], None] | None = None
 
     # -- device contexts ---------------------------------------------------------------------
 
@@ -235,12 +239,14 @@ class IngestService:
             return IngestOutcome(busy=True)
         try:
             document = (
-                orjson.loads(payload)
+                load_json(payload)
                 if isinstance(payload, bytes | bytearray | memoryview | str)
                 else payload
             )
         except orjson.JSONDecodeError as exc:
             return _refused(0, "", f"malformed JSON: {exc}")
+        except IntegerOutOfRange as exc:
+            return _out_of_range(exc)
         items, wrapped_id = unwrap(document)
         msg_id = msg_id if msg_id is not None else wrapped_id
         if not items:
@@ -339,12 +345,14 @@ class IngestService:
         await self.refresh(ctx)
         try:
             document = (
-                orjson.loads(payload)
+                load_json(payload)
                 if isinstance(payload, bytes | bytearray | memoryview | str)
                 else payload
             )
         except orjson.JSONDecodeError as exc:
             return _refused(0, "", f"malformed JSON: {exc}")
+        except IntegerOutOfRange as exc:
+            return _out_of_range(exc)
         items, wrapped_id = unwrap(document)
         msg_id = msg_id if msg_id is not None else wrapped_id
         if msg_id is not None and msg_id not in ctx.state.recent_ids:
@@ -480,7 +488,13 @@ class IngestService:
     async def record_refusal(
         self, ctx: DeviceContext, topic: str, errors: list[dict[str, Any]], recv_ns: int
     ) -> None:
-        """Store a refused message's errors as an event of the device, so they can be seen."""
+        """Tell the device why its MQTT message was refused (:attr:`refused`), and store the errors
+        as an event of the device, so they can be seen in the API."""
+        if self.refused is not None:
+            try:
+                self.refused(ctx.identity, topic, errors)
+            except Exception:  # telling is best effort, like the record below
+                log.exception("could not tell %s of a refused message", ctx.identity.device_id)
         body = orjson.dumps({"event": REFUSAL_EVENT, "topic": topic, "errors": errors[:20]})
         self.writer.builder.add_event(
             Event(ctx.device_pk, recv_ns, recv_ns, REFUSAL_EVENT, body.decode())
@@ -564,6 +578,19 @@ def _append_fast(
 
 def _refused(index: int, where: str, message: str) -> IngestOutcome:
     return IngestOutcome(errors=[{"index": index, "field": where, "message": message}])
+
+
+def _out_of_range(exc: IntegerOutOfRange) -> IngestOutcome:
+    """The refusal of a message holding an integer beyond 64 bits, naming its item and field."""
+    path = exc.path
+    if len(path) >= 2 and path[0] == "items" and type(path[1]) is int:  # {"msg_id", "items"}
+        index, inner = path[1], path[2:]
+    elif path and type(path[0]) is int:  # an array of items
+        index, inner = path[0], path[1:]
+    else:  # a single item
+        index, inner = 0, path
+    error = {"index": index, "field": field_path(inner), "message": exc.message}
+    return IngestOutcome(errors=[{**error, "code": OUT_OF_RANGE_CODE}])
 
 
 def _where(shape: str, sensor_id: str) -> str:
