@@ -17,7 +17,7 @@ from roost.credentials import dependencies as device_doors
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
-from roost.http import docs, problems, system
+from roost.http import docs, openapi, problems, system
 from roost.http.middleware import BodyLimit, Metrics
 from roost.identity import router as identity
 from roost.inventory import router as inventory
@@ -40,7 +40,8 @@ Roost keeps a fleet's inventory, authenticates its devices, ingests their teleme
 and lets people and programs act on them.
 
 Authenticate with `POST /api/v1/auth/login` and send `Authorization: Bearer <token>` (or an API key)
-on every other call. Errors are `application/problem+json` (RFC 9457). Collections answer
+on every other call. Errors are `application/problem+json` (RFC 9457); text holding NUL (U+0000)
+is refused (422). Collections answer
 `{items, total, limit, offset}`, take `limit`, `offset`, `sort` (`-field` for descending), `q`, and
 filters named like the fields.
 """
@@ -124,6 +125,7 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     app.state.roost = roost
     problems.install(app)
     docs.install(app, title="Roost")
+    openapi.install(app)
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
     # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
@@ -138,7 +140,7 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
             allow_headers=["*"],
             max_age=600,
         )
-    app.add_middleware(Metrics)
+    app.add_middleware(Metrics, access_log=roost.settings.access_log)
     app.add_middleware(
         BodyLimit,
         max_bytes=roost.settings.max_body_bytes,

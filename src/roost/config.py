@@ -38,6 +38,9 @@ class Settings:
     # Empty means "SQLite file roost.db inside data_dir".
     database_url: str = ""
     bus_url: str = "memory://"
+    # Stands for "roost" at the start of every NATS subject and JetStream stream name, so that
+    # several installations can share one NATS account without seeing each other's messages.
+    bus_prefix: str = "roost"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     mqtt_port: int = 1883
@@ -77,6 +80,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Consumer groups can read the ingest log this far back (compacted data stays queryable).
     stream_retention_s: int = 3600
+    # Points accepted and not yet committed (their devices wait for the acknowledgement) beyond
+    # which the doors push back: MQTT stops reading, HTTP waits then answers 503. Bounds
+    # ingest's memory under overload (issue 11.3); under a second of SQLite's commit rate.
+    ingest_max_unacked_points: int = 500_000
     # How often tenants' telemetry retention (retention_days) is applied; also once at start.
     retention_check_s: int = 3600
     # Presence: heartbeats a silent device may miss before it is offline (interval per model or
@@ -107,6 +114,11 @@ class Settings:
     device_max_connections: int = 0
     credential_max_failures: int = 100
     log_level: str = "info"
+    # Logs on stderr as text lines or one JSON object per line (for a log shipper); the access
+    # log (a line per HTTP request: method, path, status, duration, client) is off by default:
+    # a fleet's devices polling over HTTP would drown everything else.
+    log_format: str = "text"
+    access_log: bool = False
     # SQLite's PRAGMA synchronous on every connection. FULL (WAL mode): the WAL is fsynced at each
     # commit, so an acknowledged point survives a power cut or a kernel crash; group commit keeps
     # it to one fsync per batch. NORMAL skips that fsync (a process crash still loses nothing,
@@ -140,6 +152,7 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "login_max_failures": int,
     "login_window_s": int,
     "stream_retention_s": int,
+    "ingest_max_unacked_points": int,
     "retention_check_s": int,
     "presence_missed_heartbeats": int,
     "presence_check_s": float,
@@ -153,6 +166,7 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "device_max_connections": int,
     "credential_max_failures": int,
     "cors_origins": _list,
+    "access_log": _bool,
 }
 
 
@@ -162,7 +176,9 @@ def _cast(name: str, raw: Any) -> Any:
         try:
             return cast(raw)
         except ValueError as exc:
-            raise ConfigError(f"ROOST_{name.upper()}: {exc}") from exc
+            expected = "an integer" if cast is int else "a number" if cast is float else ""
+            reason = f"expected {expected}, got {raw!r}" if expected else str(exc)
+            raise ConfigError(f"ROOST_{name.upper()}: {reason}") from exc
     if name in ("cors_origins", "tls_hostnames") and isinstance(raw, list):
         return tuple(str(item) for item in raw)
     if name == "data_dir":

@@ -105,7 +105,7 @@ def load_secret_key(settings: Settings) -> str:
     path = settings.data_dir / SECRET_FILE
     if path.is_file():
         return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see store.files
     key = new_secret_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -192,7 +192,7 @@ class Roost:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         secret = load_secret_key(settings)
-        bus = bus if bus is not None else open_bus(settings.bus_url)
+        bus = bus if bus is not None else open_bus(settings.bus_url, prefix=settings.bus_prefix)
         device_auth = DeviceAuthenticator(db, bus, secret, clock)
         devices = DeviceService(db, clock)
         devices.deletion_listeners.append(device_auth.device_deleted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import httpx
 import orjson
 
 from roost.credentials.keys import sas
-from tests.support import ADMIN_PASSWORD, SECRET_KEY, RoostServer, admin_client
+from tests.support import ADMIN_PASSWORD, SECRET_KEY, RoostServer, admin_client, free_port
 
 # ``roost provision`` as ``roost.cli.main`` registers it (app.add_typer(provision.app)).
 ROOST = (
@@ -107,5 +108,63 @@ def test_bundles_hold_credentials_that_open_the_server(tmp_path: Path) -> None:
             resp = admin.get("/api/v1/devices/till-07/telemetry", params={"sensor": "t"})
             assert sorted(i["value"] for i in resp.json()["items"]) == [1.0, 2.0]
             assert admin.get("/api/v1/devices/pos-003").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_bundles_carry_the_endpoints_of_the_server_they_are_for(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # No server has run on this data dir yet: the settings' endpoints.
+    first = tmp_path / "first.json"
+    assert provision(data_dir, "bundle", "a", "--output", str(first)).returncode == 0
+    document = read_bundle(first)
+    assert document["api_url"] == "http://127.0.0.1:8000"
+    assert document["mqtt"] == {"host": "127.0.0.1", "port": 1883, "tls_port": 8883}
+
+    # A server started with other ports (flags or its own environment, not the CLI's) records
+    # where it listens; bundles made next to it carry that, and its devices connect there.
+    mqtt_port, mqtts_port = free_port(), free_port()
+    server = RoostServer(
+        data_dir, mqtt_port=mqtt_port, env_overrides={"ROOST_MQTTS_PORT": str(mqtts_port)}
+    ).start()
+    try:
+        second = tmp_path / "second.json"
+        proc = provision(data_dir, "bundle", "b", "--output", str(second))
+        assert proc.returncode == 0, proc.stderr
+        assert f"MQTT 127.0.0.1:{mqtt_port} (TLS {mqtts_port})" in proc.stdout
+        document = read_bundle(second)
+        assert document["api_url"] == server.url
+        assert document["mqtt"] == {"host": "127.0.0.1", "port": mqtt_port, "tls_port": mqtts_port}
+        [device] = document["devices"]
+        published = subprocess.run(
+            ["mosquitto_pub", "-h", document["mqtt"]["host"], "-p", str(document["mqtt"]["port"])]
+            + ["-u", "b", "-P", device["token"], "-q", "1", "-t", "devices/b/telemetry"]
+            + ["-m", '{"t": 1}'],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert published.returncode == 0, published.stderr
+        # Flags still win over what the server recorded.
+        third = tmp_path / "third.json"
+        proc = provision(
+            data_dir, "bundle", "c", "--output", str(third), "--api-url", "http://gw.example:80",
+            "--mqtt-port", "1999", "--mqtts-port", "0",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        document = read_bundle(third)
+        assert document["api_url"] == "http://gw.example:80"
+        assert document["mqtt"] == {"host": "gw.example", "port": 1999, "tls_port": None}
+    finally:
+        server.stop()
+
+    # A server listening on every interface is written as this machine's name.
+    server = RoostServer(data_dir, env_overrides={"ROOST_HTTP_HOST": "0.0.0.0"}).start()
+    try:
+        fourth = tmp_path / "fourth.json"
+        assert provision(data_dir, "bundle", "d", "--output", str(fourth)).returncode == 0
+        document = read_bundle(fourth)
+        assert document["api_url"] == f"http://{socket.getfqdn()}:{server.port}"
+        assert document["mqtt"] == {"host": socket.getfqdn(), "port": None, "tls_port": None}
     finally:
         server.stop()

@@ -10,6 +10,7 @@ from roost.audit.schemas import AuditEntry, AuditParams
 from roost.audit.service import AuditQuery, AuditService
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, get_roost
+from roost.http.params import sortable
 from roost.store.queries import Page
 
 
@@ -30,6 +31,7 @@ router = APIRouter(tags=["audit"])
     "/audit",
     response_model=s.Page[AuditEntry],
     operation_id="list_audit",
+    openapi_extra=sortable(AuditService.SORTS),
     summary="Who changed what and when, before → after (operator and admin)",
     responses={403: {"model": s.Problem}},
 )

@@ -6,12 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import (
-    AwareDatetime,
     Field,
 )
 
 from roost.http.params import PageParams
-from roost.http.schemas import Out
+from roost.http.schemas import Out, Rfc3339Time
 
 
 class AuditEntry(Out):
@@ -34,5 +33,5 @@ class AuditParams(PageParams):
     device_id: str | None = Field(None, description="A device and everything under it")
     actor: str | None = Field(None, description="Who made the change")
     action: str | None = Field(None, description="create, update, delete, …")
-    since: AwareDatetime | None = Field(None, description="RFC 3339, inclusive")
-    until: AwareDatetime | None = Field(None, description="RFC 3339, exclusive")
+    since: Rfc3339Time | None = Field(None, description="RFC 3339, inclusive")
+    until: Rfc3339Time | None = Field(None, description="RFC 3339, exclusive")

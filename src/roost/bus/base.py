@@ -24,6 +24,8 @@ import abc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from roost.bus.subjects import DEFAULT_PREFIX, check_prefix
+
 NotificationHandler = Callable[[str, bytes], Awaitable[None]]
 
 
@@ -95,6 +97,12 @@ class Bus(abc.ABC):
         """Raise roost.errors.Unavailable unless the bus answers."""
 
     @property
+    def in_process(self) -> bool:
+        """True when every subscriber lives in this process (``memory://``): nothing published
+        here can reach another process, so cross-process work can be skipped."""
+        return False
+
+    @property
     def max_payload(self) -> int:
         """The largest ``data`` (bytes) publish and stream_publish take."""
         return DEFAULT_MAX_PAYLOAD
@@ -164,10 +172,18 @@ class Bus(abc.ABC):
         """
 
 
-def open_bus(url: str) -> Bus:
-    """The backend named by the URL's scheme: ``memory://`` or ``nats://host:port``."""
+def open_bus(url: str, *, prefix: str = DEFAULT_PREFIX) -> Bus:
+    """The backend named by the URL's scheme: ``memory://`` or ``nats://host:port``.
+
+    ``prefix`` (``ROOST_BUS_PREFIX``) replaces the leading ``roost`` of every subject and stream
+    name on NATS, so that installations sharing a NATS account never see each other's messages.
+    """
     from roost.errors import ConfigError
 
+    try:
+        check_prefix(prefix)
+    except ValueError as exc:
+        raise ConfigError(f"ROOST_BUS_PREFIX: {exc}") from exc
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
         from roost.bus.memory import MemoryBus
@@ -180,5 +196,5 @@ def open_bus(url: str) -> Bus:
             raise ConfigError(
                 "the NATS bus needs nats-py: install it with: pip install 'roost[nats]'"
             ) from exc
-        return NatsBus(url)
+        return NatsBus(url, prefix=prefix)
     raise ConfigError(f"unsupported bus URL scheme {scheme!r}: use memory:// or nats://host:port")

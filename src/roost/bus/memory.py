@@ -279,6 +279,11 @@ class MemoryBus(Bus):
         if self._closed:
             raise Unavailable("the in-process bus is closed")
 
+    @property
+    def in_process(self) -> bool:
+        """Always: every subscriber is in this process."""
+        return True
+
     async def start(self) -> None:
         """Nothing to connect to."""
         self._check_open()

@@ -37,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import nats.errors
 import nats.js.errors
@@ -61,6 +62,7 @@ from roost.bus.base import (
     Bus,
     NotificationHandler,
     StreamHandler,
+    StreamMessage,
     Subscription,
 )
 from roost.bus.fanout import NotificationQueue
@@ -72,11 +74,15 @@ from roost.bus.jetstream import (
     unavailable,
 )
 from roost.bus.subjects import (
+    DEFAULT_PREFIX,
     check_consumer,
     check_pattern,
+    check_prefix,
     check_subject,
     stream_family,
     stream_name,
+    with_prefix,
+    without_prefix,
 )
 from roost.errors import ConfigError, Conflict, Unavailable
 
@@ -120,7 +126,7 @@ class _NatsSubscription(NotificationQueue):
 
     async def on_message(self, msg: Msg) -> None:
         """nats-py callback: queue (never waits for the handler)."""
-        if self.offer(msg.subject, msg.data):
+        if self.offer(without_prefix(msg.subject, self._bus.prefix), msg.data):
             # nats-py hands over a whole socket read without pausing: let the delivery task
             # catch up before the queue overflows.
             await asyncio.sleep(0)
@@ -139,7 +145,8 @@ class NatsBus(Bus):
     """Notifications over core NATS, durable streams over JetStream (see the module docstring).
 
     ``url`` is ``nats://host:port`` (``tls://`` for TLS, credentials in the URL, several servers
-    separated by commas).
+    separated by commas). ``prefix`` stands for the leading ``roost`` of every subject on the
+    wire, and so of every stream name (``acme`` → ``acme.ingest.>`` in ``ACME_INGEST``).
     """
 
     def __init__(
@@ -149,10 +156,12 @@ class NatsBus(Bus):
         stream_families: Iterable[str] = DEFAULT_STREAM_FAMILIES,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+        prefix: str = DEFAULT_PREFIX,
     ) -> None:
+        self.prefix = check_prefix(prefix)
         self._servers = [part.strip() for part in url.split(",") if part.strip()]
         self._url = url
-        self._stream_families = tuple(stream_families)
+        self._stream_families = tuple(with_prefix(f, prefix) for f in stream_families)
         self._connect_timeout_s = connect_timeout_s
         self._publish_timeout_s = publish_timeout_s
         self._nc: NatsClient | None = None
@@ -270,7 +279,7 @@ class NatsBus(Bus):
         nc, _ = self._client()
         self.check_payload(subject, data)
         try:
-            await nc.publish(subject, data)
+            await nc.publish(with_prefix(subject, self.prefix), data)
         except DRIVER_ERRORS as exc:
             raise unavailable(f"cannot publish {subject}", exc) from exc
 
@@ -281,7 +290,9 @@ class NatsBus(Bus):
         subscription = _NatsSubscription(self, subject, handler)
         self._subscriptions.add(subscription)
         try:
-            subscription.nats_subscription = await nc.subscribe(subject, cb=subscription.on_message)
+            subscription.nats_subscription = await nc.subscribe(
+                with_prefix(subject, self.prefix), cb=subscription.on_message
+            )
             await nc.flush(timeout=int(REQUEST_TIMEOUT_S))
         except DRIVER_ERRORS as exc:
             await subscription.stop()
@@ -378,9 +389,19 @@ class NatsBus(Bus):
         except DRIVER_ERRORS as exc:
             raise unavailable(f"cannot make sure of the consumer {stream}/{durable}", exc) from exc
 
+    def _unprefixed(self, handler: StreamHandler) -> StreamHandler:
+        """``handler`` fed the subjects as the rooms name them (``roost.…``)."""
+        prefix = self.prefix
+
+        async def deliver(messages: Sequence[StreamMessage]) -> None:
+            await handler([replace(m, subject=without_prefix(m.subject, prefix)) for m in messages])
+
+        return deliver
+
     async def stream_publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> int:
         """Publish to JetStream and return the stream sequence once JetStream acknowledged it."""
         check_subject(subject)
+        subject = with_prefix(subject, self.prefix)
         family = stream_family(subject)
         self._client()
         self.check_payload(subject, data)
@@ -405,8 +426,11 @@ class NatsBus(Bus):
         max_wait_s: float = 0.005,
     ) -> Subscription:
         """Start a worker on the durable pull consumer ``durable`` (created on first use)."""
+        subject = with_prefix(subject, self.prefix)
         family = check_consumer(subject, durable, batch, max_wait_s)
         self._client()
+        if self.prefix != DEFAULT_PREFIX:
+            handler = self._unprefixed(handler)
         stream = await self._stream_for(family)
         await self._ensure_consumer(stream, subject, durable)
         consumer = PullWorker(

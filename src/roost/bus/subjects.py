@@ -2,7 +2,10 @@
 
 Subjects are dot-separated tokens (``roost.telemetry.default``). A subscription pattern may use
 NATS wildcards: ``*`` stands for exactly one token, ``>`` (only as the last token) for one or more.
-Durable streams are grouped by *family*, the first two tokens: every subject under
+Every subject Roost uses begins with the token ``roost``; on NATS the bus puts the
+installation's prefix (``ROOST_BUS_PREFIX``) in its place (:func:`with_prefix`), so two
+installations on one NATS account have disjoint subjects and streams. Durable streams are grouped
+by *family*, the first two tokens: every subject under
 ``roost.ingest.`` lives in the stream ``ROOST_INGEST``, whose subjects are ``roost.ingest.>``.
 The in-process backend applies the same rules as NATS so that code tested on ``memory://``
 behaves the same on ``nats://``.
@@ -19,6 +22,8 @@ _BAD_TOKEN = re.compile(r"\s")
 _FAMILY_TOKEN = re.compile(r"[a-z0-9_-]+")
 # Durable names follow the NATS rules (they become JetStream consumer names there).
 _DURABLE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: The first token of every subject Roost's rooms use, and the default installation prefix.
+DEFAULT_PREFIX = "roost"
 # Tokens of a subject that names a stream family: ``roost.<family>.<at least one more>``.
 _STREAM_SUBJECT_MIN_TOKENS = 3
 
@@ -119,3 +124,28 @@ def check_consumer(subject: str, durable: str, batch: int, max_wait_s: float) ->
     if max_wait_s < 0:
         raise ValueError(f"max_wait_s must not be negative, not {max_wait_s}")
     return family
+
+
+def check_prefix(prefix: str) -> str:
+    """Answer ``prefix`` when it can stand for ``roost`` in subjects and stream names (one
+    token of lower-case letters, digits, '_' or '-'); raise ValueError otherwise."""
+    if not isinstance(prefix, str) or not _FAMILY_TOKEN.fullmatch(prefix):
+        raise ValueError(
+            f"invalid bus prefix {prefix!r}: use one token of lower-case letters, digits, "
+            "'_' or '-' (it starts every subject and JetStream stream name)"
+        )
+    return prefix
+
+
+def with_prefix(subject: str, prefix: str) -> str:
+    """The subject as sent on the wire: a leading ``roost`` token becomes ``prefix``."""
+    if prefix == DEFAULT_PREFIX or not subject.startswith("roost."):
+        return subject
+    return prefix + subject[5:]
+
+
+def without_prefix(subject: str, prefix: str) -> str:
+    """The subject as Roost's rooms know it: a leading ``prefix`` token becomes ``roost``."""
+    if prefix == DEFAULT_PREFIX or not subject.startswith(prefix + "."):
+        return subject
+    return "roost" + subject[len(prefix) :]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,13 +29,15 @@ from roost.cli.common import (
     tenant_actor,
     when,
 )
+from roost.credentials.keys import sas as sas_tokens
+from roost.errors import InvalidInput
 from roost.inventory.bulk.export import export_devices
 from roost.inventory.bulk.importer import import_file
 from roost.inventory.bulk.parse import FORMATS
 from roost.inventory.devices.query import DeviceQuery, parse_tag_filter
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 
-app = group("device", "Devices: register, list, show, import and export them.")
+app = group("device", "Devices: register, list, show, import and export them; issue credentials.")
 
 SiteOption = Annotated[str | None, typer.Option("--site", help="Only devices at this site id.")]
 ModelOption = Annotated[
@@ -449,3 +452,92 @@ def export(
             f"cannot write {output}: {exc.strerror}", param_hint="--output"
         ) from None
     err.print(f"exported to {escape(str(output))}")
+
+
+# -- credentials --------------------------------------------------------------------------------
+
+# A SAS token's default lifetime: an hour, as Azure's samples sign them; devices sign their own.
+DEFAULT_SAS_TTL_S = 3600
+# At most a year: a longer-lived secret belongs in a device token (revocable by id).
+MAX_SAS_TTL_S = 366 * 86_400
+
+
+@app.command(
+    epilog="Example:\n\n"
+    "  DEV=$(roost device token paris-display-09 --name factory)\n\n"
+    "  mosquitto_pub -u paris-display-09 -P \"$DEV\" -t devices/paris-display-09/telemetry -m '{}'"
+)
+def token(
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device the token is for.")],
+    name: Annotated[
+        str, typer.Option("--name", help="A label for the token, shown when listing tokens.")
+    ] = "",
+    tenant: TenantOption = "default",
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Issue a device token (the MQTT password or HTTP bearer) and print it: shown once."""
+
+    async def work() -> tuple[dict[str, Any], str]:
+        async with open_roost(data_dir, database_url) as roost:
+            actor = await tenant_actor(roost, tenant)
+            return await roost.credentials.issue_token(actor, device_id, name=name)
+
+    row, secret = run(work())
+    typer.echo(secret)
+    err.print(f"token {escape(row['id'])} for {escape(device_id)} (revoke it by that id)")
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  roost device sas paris-display-09 --ttl 86400\n\n"
+    "  roost device sas paris-display-09 --key-id key_… --key BASE64KEY"
+)
+def sas(
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device the token is for.")],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="The device key (Base64) to sign with; default: make a new key (shown once).",
+            show_default=False,
+        ),
+    ] = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--key-id", help="The id of --key (key_…): the token's skn.", show_default=False
+        ),
+    ] = None,
+    ttl: Annotated[
+        int,
+        typer.Option("--ttl", min=1, max=MAX_SAS_TTL_S, help="Seconds the token stays valid."),
+    ] = DEFAULT_SAS_TTL_S,
+    tenant: TenantOption = "default",
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Print a SAS token for a device (HTTP Authorization header, WebSocket, MQTT password)."""
+    if (key is None) != (key_id is None):
+        raise typer.BadParameter("--key and --key-id go together", param_hint="--key")
+
+    async def work() -> tuple[str, str, str | None, str]:
+        async with open_roost(data_dir, database_url) as roost:
+            actor = await tenant_actor(roost, tenant)
+            await roost.devices.get(actor, device_id)  # 404 for an unknown device
+            if key is not None and key_id is not None:
+                return key_id, key, None, actor.tenant_id
+            row, made = await roost.keys.create_key(actor, device_id, "roost device sas")
+            return row["id"], made, made, actor.tenant_id
+
+    name, secret, made, tenant_id = run(work())
+    try:
+        raw = sas_tokens.decode_key(secret)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.detail, param_hint="--key") from None
+    expiry = int(time.time()) + ttl
+    typer.echo(sas_tokens.sign(raw, sas_tokens.device_resource(tenant_id, device_id), expiry, name))
+    if made is not None:
+        err.print(
+            f"made key {escape(name)}: {escape(made)}  (shown once; sign more tokens with it)"
+        )

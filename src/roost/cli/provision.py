@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,13 +24,20 @@ from roost.cli.common import (
     run,
     tenant_actor,
 )
+from roost.config import Settings
 from roost.credentials.keys import sas
 from roost.errors import InvalidInput, NotFound
 from roost.runtime import Roost
 
+logger = logging.getLogger(__name__)
+
 app = group("provision", "Provisioning: offline bundles of device credentials.")
 
 BUNDLE_FORMAT = "roost-bundle/1"
+# What ``roost serve`` writes into its data dir at start: where it listens, for bundles.
+ENDPOINTS_FILE = "endpoints.json"
+# Listen addresses that name every interface: no device can dial them.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 # Devices one bundle may hold: a store's worth, and a file an operator can still read.
 MAX_BUNDLE_DEVICES = 1000
 
@@ -48,14 +58,102 @@ def _device_ids(device_id: str | None, count: int | None, prefix: str | None) ->
     return [f"{prefix}{n:0{width}d}" for n in range(1, count + 1)]
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where devices reach a server: its API URL, MQTT host and ports (None: turned off)."""
+
+    api_url: str
+    mqtt_host: str
+    mqtt_port: int | None
+    mqtts_port: int | None
+    https_url: str | None
+
+
+def record_endpoints(
+    data_dir: Path,
+    *,
+    host: str,
+    http_port: int,
+    mqtt_port: int | None,
+    mqtts_port: int | None,
+    https_port: int | None,
+) -> None:
+    """Write where a starting ``roost serve`` listens into its data dir, for bundles to read."""
+    document = {
+        "written_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "host": host,
+        "http_port": http_port,
+        "mqtt_port": mqtt_port or None,
+        "mqtts_port": mqtts_port or None,
+        "https_port": https_port or None,
+    }
+    path = data_dir / ENDPOINTS_FILE
+    temporary = path.with_suffix(".tmp")
+    try:
+        temporary.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        temporary.replace(path)
+    except OSError as exc:  # a read-only data dir: bundles then need the flags
+        logger.warning("cannot record the endpoints in %s: %s", path, exc)
+
+
+def _recorded(data_dir: Path) -> dict[str, Any]:
+    """What the last ``roost serve`` of this data dir listened on (empty when unknown)."""
+    try:
+        document = orjson.loads((data_dir / ENDPOINTS_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _reachable(host: str) -> str:
+    """A host devices can dial: a wildcard listen address becomes this machine's name."""
+    if host in WILDCARD_HOSTS:
+        return socket.getfqdn()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def resolve_endpoints(
+    settings: Settings,
+    *,
+    api_url: str | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    mqtts_port: int | None,
+) -> Endpoints:
+    """The server's endpoints: the flags, else what its ``roost serve`` recorded, else settings."""
+    recorded = _recorded(settings.data_dir)
+
+    def port(flag: int | None, name: str, configured: int) -> int | None:
+        if flag is not None:
+            return flag or None
+        if name in recorded:
+            value = recorded[name]
+            return value if isinstance(value, int) and value > 0 else None
+        return configured or None
+
+    host = _reachable(str(recorded.get("host") or settings.http_host))
+    http_port = port(None, "http_port", settings.http_port)
+    url = api_url or f"http://{host}:{http_port}"
+    name = mqtt_host or urlsplit(url).hostname
+    if not name:
+        raise InvalidInput(f"cannot tell the MQTT host from {url!r}: give --mqtt-host")
+    https_port = port(None, "https_port", settings.https_port)
+    return Endpoints(
+        api_url=url,
+        mqtt_host=name,
+        mqtt_port=port(mqtt_port, "mqtt_port", settings.mqtt_port),
+        mqtts_port=port(mqtts_port, "mqtts_port", settings.mqtts_port),
+        https_url=None if https_port is None else f"https://{host}:{https_port}",
+    )
+
+
 async def _bundle(
     roost: Roost,
     tenant: str,
     ids: list[str],
     site: str | None,
     group_ids: list[str],
-    api_url: str,
-    mqtt_host: str,
+    endpoints: Endpoints,
 ) -> dict[str, Any]:
     actor = await tenant_actor(roost, tenant)
     entries = []
@@ -83,16 +181,16 @@ async def _bundle(
                 "sas_resource": sas.device_resource(actor.tenant_id, device_id),
             }
         )
-    settings = roost.settings
     return {
         "format": BUNDLE_FORMAT,
         "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "tenant_id": actor.tenant_id,
-        "api_url": api_url,
+        "api_url": endpoints.api_url,
+        "https_url": endpoints.https_url,
         "mqtt": {
-            "host": mqtt_host,
-            "port": settings.mqtt_port or None,
-            "tls_port": settings.mqtts_port or None,
+            "host": endpoints.mqtt_host,
+            "port": endpoints.mqtt_port,
+            "tls_port": endpoints.mqtts_port,
         },
         "ca_certificate": await roost.certificates.ca_pem(),
         "devices": entries,
@@ -135,7 +233,8 @@ def bundle(
         str | None,
         typer.Option(
             "--api-url",
-            help="The API the devices reach (default: http://HTTP_HOST:HTTP_PORT of the settings).",
+            help="The API the devices reach (default: where the `roost serve` of this data"
+            " directory listens, else http://HTTP_HOST:HTTP_PORT of the settings).",
             show_default=False,
         ),
     ] = None,
@@ -143,6 +242,26 @@ def bundle(
         str | None,
         typer.Option(
             "--mqtt-host", help="MQTT host (default: the API URL's host).", show_default=False
+        ),
+    ] = None,
+    mqtt_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mqtt-port",
+            min=0,
+            max=65535,
+            help="MQTT port (default: the server's, as for --api-url; 0: none).",
+            show_default=False,
+        ),
+    ] = None,
+    mqtts_port: Annotated[
+        int | None,
+        typer.Option(
+            "--mqtts-port",
+            min=0,
+            max=65535,
+            help="MQTT over TLS port (default: the server's, as for --api-url; 0: none).",
+            show_default=False,
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
@@ -158,11 +277,14 @@ def bundle(
 
     async def work() -> dict[str, Any]:
         async with open_roost(data_dir, database_url) as roost:
-            url = api_url or f"http://{roost.settings.http_host}:{roost.settings.http_port}"
-            host = mqtt_host or urlsplit(url).hostname
-            if not host:
-                raise InvalidInput(f"cannot tell the MQTT host from {url!r}: give --mqtt-host")
-            return await _bundle(roost, tenant, ids, site, list(group_ids or []), url, host)
+            endpoints = resolve_endpoints(
+                roost.settings,
+                api_url=api_url,
+                mqtt_host=mqtt_host,
+                mqtt_port=mqtt_port,
+                mqtts_port=mqtts_port,
+            )
+            return await _bundle(roost, tenant, ids, site, list(group_ids or []), endpoints)
 
     document = run(work())
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -171,4 +293,8 @@ def bundle(
         handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
     os.chmod(output, 0o600)  # an existing file keeps its mode through O_TRUNC
     made = sum(1 for d in document["devices"] if d["created"])
-    out.print(f"Wrote {output}: {len(ids)} device(s), {made} created.")
+    mqtt = document["mqtt"]
+    out.print(
+        f"Wrote {output}: {len(ids)} device(s), {made} created; API {document['api_url']}, "
+        f"MQTT {mqtt['host']}:{mqtt['port'] or '-'} (TLS {mqtt['tls_port'] or '-'})."
+    )

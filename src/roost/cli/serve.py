@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
+import os
+import socket
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from roost.cli.logs import configure_logging, one_line_errors
 from roost.cli.main import app
-from roost.config import load_settings
-from roost.core import redaction
+from roost.config import Settings, load_settings
+from roost.errors import ConfigError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -39,11 +41,10 @@ async def _start_mqtts(roost: Roost) -> MQTTServer:
     try:
         await server.start()
     except OSError as exc:
-        raise typer.BadParameter(
+        raise ConfigError(
             f"cannot listen for MQTT over TLS on {settings.http_host}:{settings.mqtts_port} "
             f"({exc.strerror}; another broker?): choose another port with ROOST_MQTTS_PORT "
-            "(0 turns it off)",
-            param_hint="ROOST_MQTTS_PORT",
+            "(0 turns it off)"
         ) from None
     typer.echo(
         f"MQTTS mqtts://{settings.http_host}:{server.port}  (CA certificate: "
@@ -74,6 +75,7 @@ async def _start_https(
         http=ClientCertificateHttpProtocol.with_limits(limits),
         timeout_keep_alive=limits.keepalive_timeout_s,
         access_log=False,
+        log_config=None,
         lifespan="off",  # the HTTP listener's app runs the lifespan
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
@@ -100,10 +102,9 @@ async def _start_https(
             ssl_handshake_timeout=limits.head_timeout_s,
         )
     except OSError as exc:
-        raise typer.BadParameter(
+        raise ConfigError(
             f"cannot listen for HTTPS on {settings.http_host}:{settings.https_port} "
-            f"({exc.strerror}): choose another port with ROOST_HTTPS_PORT (0 turns it off)",
-            param_hint="ROOST_HTTPS_PORT",
+            f"({exc.strerror}): choose another port with ROOST_HTTPS_PORT (0 turns it off)"
         ) from None
     server.servers = [listener]
     server.started = True
@@ -111,7 +112,42 @@ async def _start_https(
     return server, asyncio.create_task(server.main_loop(), name="roost-https-ticks")
 
 
+def _check_http_port(settings: Settings) -> None:
+    """Fail with one line, before anything starts, when the HTTP port cannot be listened on
+    (uvicorn would find out only after the store, the services and the MQTT listener are up)."""
+    try:
+        infos = socket.getaddrinfo(
+            settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port} "
+            f"({exc.strerror or exc}): choose another address or port with --host / --port "
+            "(ROOST_HTTP_HOST, ROOST_HTTP_PORT)"
+        ) from None
+
+
+def _private_data_dir(settings: Settings) -> None:
+    """Everything the server creates is its user's alone (umask 077: the SQLite database and
+    its -wal/-shm, keys, certificates); a data directory made before is tightened."""
+    from roost.credentials.certificates.service import CA_DIR, TLS_DIR
+    from roost.runtime import SECRET_FILE
+    from roost.store.files import private_directory, tighten_data_dir
+
+    os.umask(0o077)
+    db_files = ("roost.db", "roost.db-wal", "roost.db-shm")
+    if settings.data_dir.exists():
+        tighten_data_dir(settings.data_dir, (*db_files, SECRET_FILE, CA_DIR, TLS_DIR))
+    else:
+        private_directory(settings.data_dir)
+
+
 @app.command()
+@one_line_errors
 def serve(
     host: str = typer.Option(
         None, "--host", help="Address to listen on (env ROOST_HTTP_HOST, default 127.0.0.1)"
@@ -150,14 +186,13 @@ def serve(
         log_level=log_level,
     )
     limits = HttpLimits.from_settings(settings)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Credentials never reach the log, whoever logs them (uvicorn logs WebSocket query strings).
-    redaction.install()
-    # Alembic narrates every migration step at INFO; Roost logs the one line that matters.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
-    roost = Roost.build(settings)
+    configure_logging(settings)
+    _check_http_port(settings)
+    try:
+        _private_data_dir(settings)
+        roost = Roost.build(settings)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the data directory {settings.data_dir}: {exc}") from None
 
     async def run() -> None:
         await roost.start()
@@ -192,11 +227,10 @@ def serve(
                     await mqtt_server.start()
                 except OSError as exc:
                     mqtt_server = None
-                    raise typer.BadParameter(
+                    raise ConfigError(
                         f"cannot listen for MQTT on {settings.http_host}:{settings.mqtt_port} "
                         f"({exc.strerror}; another broker?): choose another port with "
-                        "--mqtt-port or ROOST_MQTT_PORT (0 turns MQTT off)",
-                        param_hint="--mqtt-port",
+                        "--mqtt-port or ROOST_MQTT_PORT (0 turns MQTT off)"
                     ) from None
                 typer.echo(
                     f"MQTT mqtt://{settings.http_host}:{mqtt_server.port}  "
@@ -220,6 +254,17 @@ def serve(
                 app = ForwardedClientCertificate(app, settings.client_cert_header)
             if settings.https_port:
                 https_server = await _start_https(roost, app, limits)
+            from roost.cli.provision import record_endpoints
+
+            # `roost provision bundle` writes these endpoints, not the defaults.
+            record_endpoints(
+                settings.data_dir,
+                host=settings.http_host,
+                http_port=settings.http_port,
+                mqtt_port=None if mqtt_server is None else mqtt_server.port,
+                mqtts_port=None if mqtts_server is None else mqtts_server.port,
+                https_port=settings.https_port,
+            )
             config = uvicorn.Config(
                 app,
                 host=settings.http_host,
@@ -228,7 +273,8 @@ def serve(
                 loop="uvloop",
                 http=HeadLimitedHttpProtocol.with_limits(limits),
                 timeout_keep_alive=limits.keepalive_timeout_s,
-                access_log=False,
+                access_log=False,  # Roost's own (ROOST_ACCESS_LOG), with durations
+                log_config=None,  # uvicorn logs through Roost's handler and format
                 lifespan="on",
             )
             await uvicorn.Server(config).serve()

@@ -7,6 +7,10 @@ subscribed yet, gets its queued commands when it connects or subscribes. The dev
 ``{"status": "SUCCEEDED"|"FAILED", "result"}`` on ``…/{cmd}/response``; a refusal is PUBACK 0x99
 for MQTT 5 clients and, for every protocol version, ``{"id", "error"}`` on
 ``…/response/rejected``. Every row move is the service's (:mod:`roost.commands.service`).
+
+In scale mode the device may be connected to another process than the one that queued the
+command: :meth:`CommandsOverMQTT.offer` then relays over the bus (:data:`FLUSH_RELAY`), and the
+process holding the connection sends the queue from the store, acknowledgements and all.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 RESPONSE: Final = DeviceTopic(("devices/{id}/commands/+/response",))
 
 TOPICS: Final = (RESPONSE,)
+#: The relay asking the process that holds a device's connection to send its queued commands.
+FLUSH_RELAY: Final = "commands.flush"
 #: Where the server publishes commands (``devices/{id}/commands/{cmd_id}``) and refusals.
 DOWNLINK: Final = "devices/{id}/commands"
 
@@ -50,8 +56,23 @@ class CommandsOverMQTT:
         self.link.route(RESPONSE, self._on_response)
         self.link.on_connection(self._on_connection)
         self.link.on_subscribe(self._on_subscribe)
+        self.link.on_relay(FLUSH_RELAY, self._on_flush_relay)
 
     # -- commands down ------------------------------------------------------------------------
+
+    async def offer(self, device_pk: int, device_id: str) -> None:
+        """Send the device's queued commands from here when it is connected here, else ask the
+        process that holds its connection (if any) to send them."""
+        if self.link.is_connected(device_pk):
+            await self.flush(device_pk, device_id)
+        else:
+            self.link.relay(FLUSH_RELAY, [device_pk], {"device_id": device_id})
+
+    async def _on_flush_relay(self, device_pks: list[int], args: dict[str, Any]) -> None:
+        device_id = args.get("device_id")
+        if isinstance(device_id, str):
+            for pk in device_pks:
+                await self.flush(pk, device_id)
 
     async def flush(self, device_pk: int, device_id: str) -> int:
         """Publish the device's sendable queued commands; those the gateway took become SENT."""

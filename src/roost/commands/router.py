@@ -7,12 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from roost.commands.cron import MAX_OFFSET_S
-from roost.commands.lifecycle import COMMAND_TERMINAL
+from roost.commands.lifecycle import COMMAND_TERMINAL, CommandStatus
 from roost.commands.rules import MAX_NAME, MAX_TIMEOUT_S, CommandRequest
+from roost.commands.schedules import SORTS as SCHEDULE_SORTS
 from roost.commands.service import MAX_WAIT_S, CommandService
+from roost.commands.service import SORTS as COMMAND_SORTS
 from roost.credentials.dependencies import DeviceDep
 from roost.errors import InvalidInput
 from roost.http import params as p
@@ -50,10 +52,10 @@ class CommandIn(s.Body):
     timeout_s: int | None = Field(
         None, ge=1, le=MAX_TIMEOUT_S, description="Seconds the device has to answer once sent"
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: s.Rfc3339Time | None = Field(
         None, description="Not delivered after this time (EXPIRED instead)"
     )
-    schedule_at: AwareDatetime | None = Field(None, description="Not sent before this time")
+    schedule_at: s.Rfc3339Time | None = Field(None, description="Not sent before this time")
 
 
 class CommandOut(s.Out):
@@ -120,7 +122,7 @@ class ScheduleIn(s.Body):
     offset_s: int = Field(
         0, ge=-MAX_OFFSET_S, le=MAX_OFFSET_S, description="Seconds from each event (-: before)"
     )
-    schedule_at: AwareDatetime | None = None
+    schedule_at: s.Rfc3339Time | None = None
     timeout_s: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
     expires_in_s: int | None = Field(
         None, ge=1, le=MAX_TIMEOUT_S, description="Each fired command expires this long after"
@@ -131,15 +133,19 @@ class ScheduleIn(s.Body):
 class SchedulePatch(s.Body):
     """Changes to a schedule (changing when it fires forgets a snooze)."""
 
-    name: str | None = Field(None, min_length=1, max_length=MAX_NAME)
+    name: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME, json_schema_extra=s.never_null
+    )
     params: dict[str, Any] | None = None
     cron: str | None = Field(None, max_length=128)
-    timezone: str | None = Field(None, max_length=64)
-    offset_s: int | None = Field(None, ge=-MAX_OFFSET_S, le=MAX_OFFSET_S)
-    schedule_at: AwareDatetime | None = None
+    timezone: str | None = Field(None, max_length=64, json_schema_extra=s.never_null)
+    offset_s: int | None = Field(
+        None, ge=-MAX_OFFSET_S, le=MAX_OFFSET_S, json_schema_extra=s.never_null
+    )
+    schedule_at: s.Rfc3339Time | None = None
     timeout_s: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
     expires_in_s: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
-    enabled: bool | None = None
+    enabled: bool | None = Field(None, json_schema_extra=s.never_null)
 
 
 class ScheduleOut(s.Out):
@@ -169,14 +175,23 @@ class SnoozeIn(s.Body):
     """Move the next fire: ``seconds`` later, or to ``until``."""
 
     seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_S)
-    until: AwareDatetime | None = None
+    until: s.Rfc3339Time | None = None
+
+
+def _status_list_pattern() -> str:
+    """Comma-separated command statuses, blanks around them and empty items ignored."""
+    one = f"(?:(?:{'|'.join(CommandStatus)})\\s*)?"
+    return f"^\\s*{one}(?:,\\s*{one})*$"
 
 
 class CommandListParams(p.PageParams):
     """Paging, sorting and a status filter."""
 
     status: str | None = Field(
-        None, max_length=200, description="Comma-separated statuses, e.g. QUEUED,SENT"
+        None,
+        max_length=200,
+        description="Comma-separated statuses, e.g. QUEUED,SENT",
+        json_schema_extra={"pattern": _status_list_pattern()},
     )
 
 
@@ -236,6 +251,7 @@ async def send_command(
     "/devices/{device_id}/commands",
     response_model=s.Page[CommandOut],
     operation_id="list_commands",
+    openapi_extra=p.sortable(COMMAND_SORTS),
     summary="List a device's commands, newest first (filter by status)",
     responses=ERRORS,
 )
@@ -298,6 +314,7 @@ async def create_command_schedule(
     "/devices/{device_id}/command-schedules",
     response_model=s.Page[ScheduleOut],
     operation_id="list_device_command_schedules",
+    openapi_extra=p.sortable(SCHEDULE_SORTS),
     summary="List a device's command schedules",
     responses=ERRORS,
 )
@@ -311,6 +328,7 @@ async def list_device_command_schedules(
     "/command-schedules",
     response_model=s.Page[ScheduleOut],
     operation_id="list_command_schedules",
+    openapi_extra=p.sortable(SCHEDULE_SORTS),
     summary="List the tenant's command schedules (filter by device)",
     responses=ERRORS,
 )

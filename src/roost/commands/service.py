@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
@@ -47,6 +48,7 @@ from roost.commands.rules import (
 )
 from roost.commands.schedules import CommandScheduleService
 from roost.commands.tables import commands
+from roost.core import metrics
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
@@ -54,6 +56,7 @@ from roost.core.ids import generate_id
 from roost.core.scheduler import earliest
 from roost.errors import InvalidInput
 from roost.inventory.devices.registry import device_pk_of
+from roost.inventory.tables import devices
 from roost.store.queries import Page, PageRequest, as_dicts, fetch_one, fetch_page, order_by
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,7 @@ class CommandService:
         self.link = deps.link
         self.clock = deps.clock
         self.schedules = CommandScheduleService(deps, self)
+        metrics.table_gauge("roost_commands", "Commands by status", self.db, commands.c.status)
         self.mqtt = CommandsOverMQTT(self)
         self._locks = _DeviceLocks()
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -289,7 +293,7 @@ class CommandService:
     async def _offer(self, device_pk: int, device_id: str) -> None:
         """The device has work it may take now: send over MQTT, and wake its long-polls."""
         self._queued_gen[device_pk] += 1
-        await self.mqtt.flush(device_pk, device_id)
+        await self.mqtt.offer(device_pk, device_id)
         self.link.notify(device_pk)
 
     async def cancel(self, actor: Actor, device_id: str, command_id: str) -> dict[str, Any]:
@@ -492,6 +496,16 @@ class CommandService:
         last = self._last_poll.get(device_pk)
         return last is not None and time.monotonic() - last < RECENT_POLL_S
 
+    async def _reachable_anywhere(self, conn: AsyncConnection, device_pk: int) -> bool:
+        """:meth:`device_reachable`, or (scale mode) connected to another process: the device
+        row counts the connections of every process (the presence room keeps it)."""
+        if self.device_reachable(device_pk):
+            return True
+        if self.deps.bus.in_process:
+            return False
+        count = await conn.scalar(sa.select(devices.c.connections).where(devices.c.pk == device_pk))
+        return bool(count)
+
     # -- waiting for an outcome ---------------------------------------------------------------
 
     async def wait_final(
@@ -503,8 +517,8 @@ class CommandService:
             raise InvalidInput(f"wait must be between 0 and {MAX_WAIT_S} seconds")
         async with self.db.read() as conn:
             pk = await device_pk_of(conn, actor.tenant_id, device_id)
-        if not self.device_reachable(pk):
-            wait_s = 0
+            if wait_s and not await self._reachable_anywhere(conn, pk):
+                wait_s = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         event = asyncio.Event()

@@ -17,9 +17,15 @@ Services never talk to the MQTT gateway or to HTTP requests directly; they use t
   in this process and, through the bus, in every other one.
 
 A gateway process delivers to the connections it holds. In scale mode a device's connection may
-live in another process than the service that sends to it: such a send answers False here and
-the work stays queued in the store, delivered when the device next connects or polls (the bus
-route for cross-process delivery belongs to the scale-out deployment).
+live in another process than the service that sends to it, so two more calls cross the bus
+(subject :data:`RELAY_SUBJECT`, one notice to every process, acted on only by the one that holds
+the device): ``send_anywhere(device_pk, topic, payload)`` delivers a message there (a state
+delta), and ``relay(name, device_pks, args)`` runs the handler a room registered with
+``on_relay(name, handler)`` there, for the devices it holds (commands flush their queue, jobs send
+the pending list; both read the store, which stays the truth). Delivery over the bus is best
+effort: what a lost notice leaves undelivered stays queued in the store and reaches the device
+when it next connects, subscribes or polls. A device connected to this process is served here
+without any bus hop; on ``memory://`` (one process) nothing is relayed.
 
 This module also holds the contract between capabilities and the MQTT gateway, which knows no
 capability: the topics a room declares (:class:`DeviceTopic`), the message its handler gets
@@ -44,6 +50,14 @@ from roost.core.ingest import IngestKind
 log = logging.getLogger(__name__)
 
 WAKE_SUBJECT = "roost.devices.wake"
+#: Deliveries for a device connected to another process: a JSON header line (``origin``,
+#: ``name``, ``pks``, ``args``), a newline, then the raw payload of a relayed MQTT message.
+RELAY_SUBJECT = "roost.devices.relay"
+#: The relay name of :meth:`DeviceLink.send_anywhere` (rooms use their own dotted names).
+SEND_RELAY = "link.send"
+#: Devices named per relay notice: 8 bytes each in JSON at most, so a notice stays far under the
+#: bus's 1 MiB payload limit even for a job released to a whole fleet.
+RELAY_CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,6 +103,8 @@ RouteHandler = Callable[[DevicePublish], Awaitable[None]]
 SubscribeHook = Callable[[DeviceIdentity, str], None]
 ActivityHook = Callable[[DeviceIdentity], None]
 ConnectionHook = Callable[[DeviceIdentity, bool], Coroutine[Any, Any, None]]
+#: ``await handler(device_pks, args)`` in the process holding those devices' connections.
+RelayHandler = Callable[[list[int], dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class DeviceGateway(Protocol):
@@ -137,6 +153,8 @@ class DeviceLink:
         self._waiters: dict[int, set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake_sub: Subscription | None = None
+        self._relays: dict[str, RelayHandler] = {}
+        self._relay_sub: Subscription | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -176,16 +194,24 @@ class DeviceLink:
         """Await ``hook(identity, up)`` when a device's first connection opens / last closes."""
         self._connection_hooks.append(hook)
 
+    def on_relay(self, name: str, handler: RelayHandler) -> None:
+        """Run ``handler(device_pks, args)`` here when another process relays ``name`` for
+        devices connected to this one (see :meth:`relay`)."""
+        self._relays[name] = handler
+
     async def start(self) -> None:
-        """Listen for wake-ups from other processes."""
+        """Listen for wake-ups and relayed deliveries from other processes."""
         if self._wake_sub is None:
             self._wake_sub = await self.bus.subscribe(WAKE_SUBJECT, self._on_wake)
+        if self._relay_sub is None and not self.bus.in_process:
+            self._relay_sub = await self.bus.subscribe(RELAY_SUBJECT, self._on_relay)
 
     async def close(self) -> None:
         """Stop listening; cancel hook work still running."""
-        if self._wake_sub is not None:
-            await self._wake_sub.stop()
-            self._wake_sub = None
+        for sub in (self._wake_sub, self._relay_sub):
+            if sub is not None:
+                await sub.stop()
+        self._wake_sub = self._relay_sub = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -241,6 +267,35 @@ class DeviceLink:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         return self.gateway.deliver(device_pk, topic, data, qos, on_ack)
 
+    def send_anywhere(
+        self, device_pk: int, topic: str, payload: bytes | dict[str, Any], qos: int = 1
+    ) -> bool:
+        """Publish to the device's matching sessions here, or, when it holds no connection
+        here, in the process that holds it (over the bus); True when a session here took it."""
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        if self.send(device_pk, topic, data, qos):
+            return True
+        if device_pk not in self._live:
+            self.relay(SEND_RELAY, [device_pk], {"topic": topic, "qos": qos}, data)
+        return False
+
+    def relay(
+        self, name: str, device_pks: list[int], args: dict[str, Any], payload: bytes = b""
+    ) -> None:
+        """Ask the processes holding connections of ``device_pks`` (those not connected here)
+        to run the ``name`` handler they registered with :meth:`on_relay` for them."""
+        if self.bus.in_process:
+            return
+        remote = [pk for pk in device_pks if pk not in self._live]
+        for start in range(0, len(remote), RELAY_CHUNK):
+            header = {
+                "origin": self._origin,
+                "name": name,
+                "pks": remote[start : start + RELAY_CHUNK],
+                "args": args,
+            }
+            self.spawn(self._publish_relay(orjson.dumps(header) + b"\n" + payload))
+
     def notify(self, device_pk: int) -> None:
         """Wake the device's HTTP long-polls, here and in every other process."""
         self._wake(device_pk)
@@ -279,6 +334,34 @@ class DeviceLink:
             return
         if notice.get("origin") != self._origin and isinstance(notice.get("device_pk"), int):
             self._wake(notice["device_pk"])
+
+    async def _publish_relay(self, data: bytes) -> None:
+        try:
+            await self.bus.publish(RELAY_SUBJECT, data)
+        except Exception as exc:  # the store keeps the work; the device gets it on reconnect
+            log.warning("could not relay a delivery to another process: %s", exc)
+
+    async def _on_relay(self, subject: str, data: bytes) -> None:
+        head, _, payload = data.partition(b"\n")
+        try:
+            header = orjson.loads(head)
+            origin, name, args = header["origin"], header["name"], header["args"]
+            pks = [pk for pk in header["pks"] if isinstance(pk, int)]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignored a malformed relayed delivery: %r", data[:200])
+            return
+        if origin == self._origin or not isinstance(args, dict):
+            return
+        if name == SEND_RELAY:
+            topic, qos = args.get("topic"), args.get("qos")
+            if isinstance(topic, str) and qos in (0, 1, 2):
+                for pk in pks:
+                    self.send(pk, topic, payload, qos)
+            return
+        handler = self._relays.get(name)
+        held = [pk for pk in pks if pk in self._live]
+        if handler is not None and held:
+            self.spawn(handler(held, args))
 
     # -- tasks --------------------------------------------------------------------------------
 

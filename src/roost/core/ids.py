@@ -13,6 +13,9 @@ _MAC = re.compile(r"([0-9A-Fa-f]{2})([:-]?)([0-9A-Fa-f]{2})(?:\2([0-9A-Fa-f]{2})
 
 SLUG_RULE = "1-128 characters: letters, digits and . _ : - (not starting with a symbol)"
 TENANT_RULE = "1-64 characters: lower-case letters, digits and - (not starting with -)"
+# The same rules as anchored JSON Schema patterns, for the OpenAPI document.
+SLUG_PATTERN = f"^{_SLUG.pattern}$"
+TENANT_PATTERN = f"^{_TENANT.pattern}$"
 
 
 def is_slug(value: str) -> bool:

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roost.core.access import Actor
 from roost.errors import AuthenticationFailed
-from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, PageRequest
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -76,9 +76,12 @@ def websocket_token(websocket: WebSocket) -> str | None:
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
     sort: Annotated[
-        str | None, Query(max_length=64, description="A field to sort by; prefix - for descending")
+        str | None,
+        Query(
+            min_length=1, max_length=64, description="A field to sort by; prefix - for descending"
+        ),
     ] = None,
 ) -> PageRequest:
     """Paging and sorting parameters shared by every collection."""

@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: request body limit and Prometheus request metrics (cheap per request)."""
+"""Pure ASGI middleware: request body limit, Prometheus request metrics and the access log."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -9,6 +10,9 @@ import orjson
 from fastapi import HTTPException
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: The access log's logger (ROOST_ACCESS_LOG): one INFO line per HTTP request.
+access_log = logging.getLogger("roost.access")
 
 REQUESTS = Counter(
     "roost_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -91,10 +95,13 @@ class BodyLimit:
 
 
 class Metrics:
-    """Count requests and time them per route template (not per URL, to bound label sets)."""
+    """Count requests and time them per route template (not per URL, to bound label sets), and
+    log each request when the access log is on (the path without its query, which may hold a
+    token)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,5 +122,31 @@ class Metrics:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
+            elapsed = time.perf_counter() - start
             REQUESTS.labels(method, template, str(status)).inc()
-            LATENCY.labels(method, template).observe(time.perf_counter() - start)
+            LATENCY.labels(method, template).observe(elapsed)
+            if self.access_log:
+                _log_access(scope, method, status, elapsed)
+
+
+def _log_access(scope: Scope, method: str, status: int, elapsed: float) -> None:
+    """One access line; its fields also go to the JSON log as fields of their own."""
+    client = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    path = scope.get("root_path", "") + scope["path"]
+    duration_ms = round(elapsed * 1000, 3)
+    access_log.info(
+        "%s %s %s %d %.1fms",
+        peer,
+        method,
+        path,
+        status,
+        duration_ms,
+        extra={
+            "client": peer,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+        },
+    )

@@ -6,14 +6,22 @@ silently ignored and answering the whole collection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from roost.http.schemas import contains_nul
-from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, PageRequest
 
 PAGING = {"limit", "offset", "sort", "q"}
+# The OpenAPI extension a list route's sortable fields travel in (roost.http.openapi reads it).
+SORT_FIELDS_KEY = "x-roost-sort-fields"
+
+
+def sortable(fields: Sequence[str]) -> dict[str, Any]:
+    """A list route's ``openapi_extra``: its ``sort`` takes these fields, or ``-`` and one."""
+    return {SORT_FIELDS_KEY: list(fields)}
 
 
 class QueryParams(BaseModel):
@@ -34,9 +42,9 @@ class PageParams(QueryParams):
     """Paging and sorting, shared by every collection."""
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page")
-    offset: int = Field(0, ge=0, description="Items to skip")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Items to skip")
     sort: str | None = Field(
-        None, max_length=64, description="Field to sort by; -field for descending"
+        None, min_length=1, max_length=64, description="Field to sort by; -field for descending"
     )
 
     def page(self) -> PageRequest:

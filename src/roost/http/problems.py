@@ -10,6 +10,7 @@ doors' check, see :mod:`roost.core.json`) is answered 422, not 500.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -26,7 +28,8 @@ from roost.errors import RateLimited, RoostError, Unavailable
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
-_TITLES = {
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+TITLES = {
     400: "Bad request",
     401: "Authentication required",
     403: "Forbidden",
@@ -54,7 +57,7 @@ def problem(
     """A problem+json response."""
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": title or _TITLES.get(status, "Error"),
+        "title": title or TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
     }
@@ -182,6 +185,41 @@ class ContainErrors:
             await unexpected(Request(scope), exc)(scope, receive, send)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods a 405 lists in Allow (RFC 9110): those the OpenAPI document gives this path.
+
+    Where a concrete path and a templated one both match (``/devices/import`` and
+    ``/devices/{device_id}``), the concrete one is the path (OpenAPI's rule). Starlette's own
+    405 named only the methods of the first route whose path matched. A path outside the
+    document (``/docs``) is tried against the routes, method by method.
+    """
+    path = request.scope.get("path", "")
+    matching = [
+        (template.count("{"), item)
+        for template, item in request.app.openapi().get("paths", {}).items()
+        if re.fullmatch(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)), path)
+    ]
+    if matching:
+        fewest = min(params for params, _ in matching)
+        return sorted(
+            {
+                method.upper()
+                for params, item in matching
+                if params == fewest
+                for method in item
+                if method.upper() in _METHODS
+            }
+        )
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+
+
 def install(app: FastAPI) -> None:
     """Register handlers that turn every exception into problem+json (see the module)."""
 
@@ -207,9 +245,11 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}"
+        headers = dict(exc.headers or {})
         if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

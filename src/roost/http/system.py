@@ -1,4 +1,4 @@
-"""Health, readiness and Prometheus metrics."""
+"""Health, readiness and Prometheus metrics (HTTP requests here, the rest from core.metrics)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roost import __version__
+from roost.core import metrics as operational
 from roost.http.deps import get_roost
 from roost.store.database import Database
 
@@ -53,4 +54,6 @@ async def readyz(roost: RoostDep) -> dict[str, Any]:
     response_class=Response,
 )
 async def metrics() -> Response:
+    """HTTP, MQTT, ingest and fleet metrics (listed in docs/operations.md)."""
+    await operational.refresh()  # the database-backed gauges, cached for a few seconds
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -93,6 +93,9 @@ _KEY_COLUMNS = (
 )
 
 
+API_KEY_SORTS = ("id", "created_at", "name")
+
+
 class ApiKeyDirectory:
     """The API keys of a tenant's users: made, listed and revoked, and checked on each call."""
 
@@ -162,7 +165,7 @@ class ApiKeyDirectory:
             items, total = await fetch_page(
                 conn,
                 query,
-                order_by(api_keys, page.sort, ("id", "created_at", "name"), "created_at"),
+                order_by(api_keys, page.sort, API_KEY_SORTS, "created_at"),
                 page,
             )
         return Page(items, total, page.limit, page.offset)

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from roost.errors import InvalidInput
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.params import sortable
+from roost.identity.apikeys import API_KEY_SORTS
 from roost.identity.schemas import (
     ApiKeyCreated,
     ApiKeyIn,
@@ -19,11 +21,14 @@ from roost.identity.schemas import (
     TenantIn,
     TenantOut,
     TenantPatch,
+    UserId,
     UserIn,
     UserOut,
     UserPatch,
 )
 from roost.identity.service import IdentityService
+from roost.identity.tenants import TenantDirectory
+from roost.identity.users import UserDirectory
 from roost.store.queries import Page
 
 
@@ -84,6 +89,7 @@ async def whoami(roost: RoostDep, actor: ActorDep) -> dict[str, Any]:
     "/tenants",
     response_model=s.Page[TenantOut],
     operation_id="list_tenants",
+    openapi_extra=sortable(TenantDirectory.TENANT_SORTS),
     summary="List tenants (superuser)",
     responses=ERRORS,
 )
@@ -158,6 +164,7 @@ async def delete_tenant(roost: RoostDep, actor: ActorDep, tenant_id: str) -> Res
     "/users",
     response_model=s.Page[UserOut],
     operation_id="list_users",
+    openapi_extra=sortable(UserDirectory.USER_SORTS),
     summary="List the tenant's users (admin)",
     responses=ERRORS,
 )
@@ -192,7 +199,7 @@ async def create_user(roost: RoostDep, actor: ActorDep, body: UserIn) -> dict[st
     summary="Get a user",
     responses=ERRORS,
 )
-async def get_user(roost: RoostDep, actor: ActorDep, user_id: int) -> dict[str, Any]:
+async def get_user(roost: RoostDep, actor: ActorDep, user_id: UserId) -> dict[str, Any]:
     return await roost.identity.get_user(actor, user_id)
 
 
@@ -204,7 +211,7 @@ async def get_user(roost: RoostDep, actor: ActorDep, user_id: int) -> dict[str, 
     responses=ERRORS,
 )
 async def update_user(
-    roost: RoostDep, actor: ActorDep, user_id: int, body: UserPatch
+    roost: RoostDep, actor: ActorDep, user_id: UserId, body: UserPatch
 ) -> dict[str, Any]:
     return await roost.identity.update_user(actor, user_id, body.model_dump(exclude_unset=True))
 
@@ -216,7 +223,7 @@ async def update_user(
     summary="Remove a user (admin)",
     responses=ERRORS,
 )
-async def delete_user(roost: RoostDep, actor: ActorDep, user_id: int) -> Response:
+async def delete_user(roost: RoostDep, actor: ActorDep, user_id: UserId) -> Response:
     await roost.identity.delete_user(actor, user_id)
     return Response(status_code=204)
 
@@ -228,6 +235,7 @@ async def delete_user(roost: RoostDep, actor: ActorDep, user_id: int) -> Respons
     "/api-keys",
     response_model=s.Page[ApiKeyOut],
     operation_id="list_api_keys",
+    openapi_extra=sortable(API_KEY_SORTS),
     summary="Your API keys (an admin sees all of the tenant's)",
 )
 async def list_api_keys(roost: RoostDep, actor: ActorDep, page: PageDep) -> Page[dict[str, Any]]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import (
-    AwareDatetime,
     Field,
-    StrictInt,
 )
 
-from roost.http.schemas import Body, Out
+from roost.core.ids import TENANT_PATTERN
+from roost.http.schemas import Body, Out, Rfc3339Time, WholeNumber, documented, never_null
 
 RoleName = Literal["viewer", "operator", "admin"]
+# A user's id is a database row id, which both databases keep in a signed 64-bit integer: a
+# larger number in the path is refused (422), not sent to the driver (which failed with a 500).
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The user's id")]
 
 
 class LoginIn(Body):
@@ -46,17 +49,26 @@ class TenantAdminIn(Body):
 
 
 class TenantIn(Body):
-    id: str = Field(min_length=1, max_length=64, description="Lower-case letters, digits and -")
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Lower-case letters, digits and -",
+        json_schema_extra=documented(pattern=TENANT_PATTERN),
+    )
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
     admin: TenantAdminIn | None = Field(default=None, description="Create the tenant's first admin")
 
 
 class TenantPatch(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=20_000)
-    retention_days: StrictInt | None = Field(
-        default=None, description="Delete telemetry and events older than this; null: keep forever"
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
+    description: str | None = Field(default=None, max_length=20_000, json_schema_extra=never_null)
+    retention_days: WholeNumber | None = Field(
+        default=None,
+        description="Delete telemetry and events older than this; null: keep forever",
+        json_schema_extra=documented(minimum=1, maximum=36_500),
     )
 
 
@@ -85,7 +97,7 @@ class UserPatch(Body):
 class ApiKeyIn(Body):
     name: str = Field(min_length=1, max_length=200)
     role: RoleName | None = Field(default=None, description="At most your own role (the default)")
-    expires_at: AwareDatetime | None = None
+    expires_at: Rfc3339Time | None = None
 
 
 class ApiKeyOut(Out):

@@ -16,7 +16,6 @@ from roost.core.access import Actor, Role
 from roost.core.ratelimit import FailureLimiter
 from roost.errors import (
     AuthenticationFailed,
-    InvalidInput,
     PermissionDenied,
     RateLimited,
     Unavailable,
@@ -213,7 +212,8 @@ class IdentityService(TenantDirectory, UserDirectory, ApiKeyDirectory):
     async def logout(self, actor: Actor) -> None:
         """End every login session of the caller: tokens issued until now stop working."""
         if actor.user_id is None or actor.api_key_id is not None:
-            raise InvalidInput("log out with a login token; revoke API keys instead")
+            # A well-formed request this credential may not make: 403, not 422.
+            raise PermissionDenied("log out with a login token; revoke API keys instead")
         async with self.db.write() as conn:
             await conn.execute(
                 users.update()

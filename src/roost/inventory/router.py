@@ -34,7 +34,7 @@ from roost.inventory.schemas import (
     SiteParams,
     SitePatch,
 )
-from roost.inventory.service import InventoryService
+from roost.inventory.service import RESOURCES, InventoryService
 
 
 def crud_router(
@@ -81,6 +81,7 @@ def crud_router(
         methods=["GET"],
         response_model=s.Page[out],  # type: ignore[valid-type]
         operation_id=f"list_{kind}s",
+        openapi_extra=p.sortable(RESOURCES[kind].sorts),
         summary=f"List {label}s (paginated, filterable, sortable)",
     )
     router.add_api_route(

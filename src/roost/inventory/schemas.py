@@ -6,27 +6,36 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import (
-    AwareDatetime,
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
 )
 
+from roost.core.ids import SLUG_PATTERN
 from roost.http.params import ListParams
-from roost.http.schemas import Body, Out
+from roost.http.schemas import Body, Out, Rfc3339Time, WholeNumber, documented, never_null
+
+# The rules inventory.service checks, stated in the OpenAPI document (the service answers 422).
+EMAIL_RULE = documented(pattern=r"^(?:[^@][\s\S]*@[\s\S]*[^@])?$")
+COUNTRY_RULE = documented(pattern="^[A-Za-z]{2}$")
+LATITUDE_RULE = documented(minimum=-90, maximum=90)
+LONGITUDE_RULE = documented(minimum=-180, maximum=180)
+HEARTBEAT_RULE = documented(minimum=1, maximum=2**31 - 1)
+ID_RULE = documented(pattern=SLUG_PATTERN)
 
 
 class CustomerIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     name: str = Field(min_length=1, max_length=200)
-    contact_email: str | None = Field(default=None, max_length=320)
+    contact_email: str | None = Field(default=None, max_length=320, json_schema_extra=EMAIL_RULE)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
 class CustomerPatch(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    contact_email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
+    contact_email: str | None = Field(default=None, max_length=320, json_schema_extra=EMAIL_RULE)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
@@ -40,29 +49,33 @@ class CustomerOut(Out):
 
 
 class SiteIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     name: str = Field(min_length=1, max_length=200)
     customer_id: str | None = None
     address: str | None = Field(default=None, max_length=2000)
     city: str | None = Field(default=None, max_length=200)
     postal_code: str | None = Field(default=None, max_length=32)
-    country: str | None = Field(default=None, description="ISO 3166 alpha-2, e.g. FR")
+    country: str | None = Field(
+        default=None, description="ISO 3166 alpha-2, e.g. FR", json_schema_extra=COUNTRY_RULE
+    )
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
-    latitude: StrictFloat | None = None
-    longitude: StrictFloat | None = None
+    latitude: StrictFloat | None = Field(default=None, json_schema_extra=LATITUDE_RULE)
+    longitude: StrictFloat | None = Field(default=None, json_schema_extra=LONGITUDE_RULE)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
 class SitePatch(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
     customer_id: str | None = None
     address: str | None = Field(default=None, max_length=2000)
     city: str | None = Field(default=None, max_length=200)
     postal_code: str | None = Field(default=None, max_length=32)
-    country: str | None = None
+    country: str | None = Field(default=None, json_schema_extra=COUNTRY_RULE)
     timezone: str | None = None
-    latitude: StrictFloat | None = None
-    longitude: StrictFloat | None = None
+    latitude: StrictFloat | None = Field(default=None, json_schema_extra=LATITUDE_RULE)
+    longitude: StrictFloat | None = Field(default=None, json_schema_extra=LONGITUDE_RULE)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
@@ -83,14 +96,16 @@ class SiteOut(Out):
 
 
 class ManufacturerIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     name: str = Field(min_length=1, max_length=200)
     website: str | None = Field(default=None, max_length=500)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
 class ManufacturerPatch(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
     website: str | None = Field(default=None, max_length=500)
     notes: str | None = Field(default=None, max_length=20_000)
 
@@ -105,14 +120,16 @@ class ManufacturerOut(Out):
 
 
 class DeviceModelIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     reference: str = Field(min_length=1, max_length=64)
     commercial_name: str = Field(min_length=1, max_length=200)
     manufacturer_id: str | None = None
     family: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=20_000)
-    heartbeat_interval_s: StrictInt | None = Field(
-        default=None, description="Expected seconds between heartbeats"
+    heartbeat_interval_s: WholeNumber | None = Field(
+        default=None,
+        description="Expected seconds between heartbeats",
+        json_schema_extra=HEARTBEAT_RULE,
     )
     auto_create_sensors: StrictBool | None = Field(
         default=None, description="Create sensors on first telemetry (default true)"
@@ -120,12 +137,16 @@ class DeviceModelIn(Body):
 
 
 class DeviceModelPatch(Body):
-    reference: str | None = Field(default=None, min_length=1, max_length=64)
-    commercial_name: str | None = Field(default=None, min_length=1, max_length=200)
+    reference: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=never_null
+    )
+    commercial_name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
     manufacturer_id: str | None = None
     family: str | None = Field(default=None, max_length=128)
     description: str | None = Field(default=None, max_length=20_000)
-    heartbeat_interval_s: StrictInt | None = None
+    heartbeat_interval_s: WholeNumber | None = Field(default=None, json_schema_extra=HEARTBEAT_RULE)
     auto_create_sensors: StrictBool | None = None
 
 
@@ -143,18 +164,20 @@ class DeviceModelOut(Out):
 
 
 class FirmwareIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     version: str = Field(min_length=1, max_length=64)
     model_id: str | None = None
     release_notes: str | None = Field(default=None, max_length=20_000)
-    released_at: AwareDatetime | None = None
+    released_at: Rfc3339Time | None = None
 
 
 class FirmwarePatch(Body):
-    version: str | None = Field(default=None, min_length=1, max_length=64)
+    version: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=never_null
+    )
     model_id: str | None = None
     release_notes: str | None = Field(default=None, max_length=20_000)
-    released_at: AwareDatetime | None = None
+    released_at: Rfc3339Time | None = None
 
 
 class FirmwareOut(Out):
@@ -176,7 +199,7 @@ class GroupFilter(Body):
 
 
 class GroupIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
     filter: GroupFilter | None = Field(
@@ -185,7 +208,9 @@ class GroupIn(Body):
 
 
 class GroupPatch(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
     description: str | None = Field(default=None, max_length=20_000)
     filter: GroupFilter | None = None
 

@@ -10,6 +10,9 @@ functions:
 * ``devices/{id}/jobs/{job_id}/update`` → ``…/update/accepted`` or ``…/update/rejected``
   ``{"code", "message"}``. A malformed update is also refused with MQTT 5 PUBACK 0x99; a refusal
   by the state machine, a version mismatch or an unknown job is acknowledged normally.
+
+Notifications for devices connected to another process (scale mode) are relayed over the bus
+(:data:`NOTIFY_RELAY`): the process holding the connection reads the pending lists and sends them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ GET: Final = DeviceTopic(("devices/{id}/jobs/get",))
 START_NEXT: Final = DeviceTopic(("devices/{id}/jobs/start-next",))
 
 TOPICS: Final = (UPDATE, GET, START_NEXT)
+#: The relay asking the process that holds devices' connections to send their pending lists.
+NOTIFY_RELAY: Final = "jobs.notify"
 #: Where the server publishes notifications and the answers to updates and requests.
 DOWNLINK: Final = "devices/{id}/jobs"
 
@@ -59,16 +64,28 @@ class JobsOverMQTT:
         self.link.route(START_NEXT, self._on_start_next)
         self.link.on_subscribe(self._on_subscribe)
         self.link.on_connection(self._on_connection)
+        self.link.on_relay(NOTIFY_RELAY, self._on_notify_relay)
 
     # -- notifications down -------------------------------------------------------------------
 
     async def notify(self, pks: Iterable[int]) -> None:
-        """Send each connected device its pending list; wake HTTP long-polls of all of them."""
+        """Send each connected device its pending list (here, or relayed to the process that
+        holds its connection); wake HTTP long-polls of all of them."""
         wanted = sorted(set(pks))
         link = self.link
         for pk in wanted:
             link.notify(pk)
         connected = [pk for pk in wanted if link.is_connected(pk)]
+        if len(connected) < len(wanted):
+            link.relay(NOTIFY_RELAY, [pk for pk in wanted if not link.is_connected(pk)], {})
+        await self._send_lists(connected)
+
+    async def _on_notify_relay(self, pks: list[int], args: dict[str, Any]) -> None:
+        await self._send_lists(pks)
+
+    async def _send_lists(self, connected: list[int]) -> None:
+        """Send each of these devices (connected here) its pending list."""
+        link = self.link
         if not connected:
             return
         async with self.db.read() as conn:

@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
+from roost.core.ids import SLUG_PATTERN
 from roost.credentials.dependencies import DeviceDep
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
-from roost.jobs.service import JobService
+from roost.http.params import sortable
+from roost.jobs.service import EXECUTION_SORTS, JOB_SORTS, JobService
 from roost.store.queries import Page
 
 
@@ -106,7 +108,13 @@ class RetryIn(s.Body):
 class JobIn(s.Body):
     """A new job."""
 
-    id: str | None = Field(None, description="A slug; generated when absent")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="A slug; generated when absent",
+        json_schema_extra=s.documented(pattern=SLUG_PATTERN),
+    )
     description: str | None = None
     document: dict[str, Any] = Field(description="The job document (a JSON object, ≤ 32 KiB)")
     targets: TargetsIn
@@ -117,8 +125,8 @@ class JobIn(s.Body):
         None, description="An execution IN_PROGRESS longer than this becomes TIMED_OUT"
     )
     retries: list[RetryIn] | None = None
-    schedule_at: AwareDatetime | None = Field(None, description="Nothing is released before")
-    end_at: AwareDatetime | None = Field(
+    schedule_at: s.Rfc3339Time | None = Field(None, description="Nothing is released before")
+    end_at: s.Rfc3339Time | None = Field(
         None, description="Nothing is released after; never-released executions are CANCELED"
     )
 
@@ -221,6 +229,7 @@ async def create_job(roost: RoostDep, actor: ActorDep, body: JobIn) -> dict[str,
     "/jobs",
     response_model=s.Page[JobOut],
     operation_id="list_jobs",
+    openapi_extra=sortable(JOB_SORTS),
     summary="List jobs, newest first (filter by status)",
 )
 async def list_jobs(
@@ -267,6 +276,7 @@ async def cancel_job(
     "/jobs/{job_id}/executions",
     response_model=s.Page[ExecutionOut],
     operation_id="list_job_executions",
+    openapi_extra=sortable(EXECUTION_SORTS),
     summary="List a job's executions (filter by status, or pending=true for not yet completed)",
     responses=ERRORS,
 )
@@ -298,6 +308,7 @@ async def get_job_execution(
     "/devices/{device_id}/jobs",
     response_model=s.Page[ExecutionOut],
     operation_id="list_device_job_executions",
+    openapi_extra=sortable(EXECUTION_SORTS),
     summary="List a device's job executions (filter by status, or pending=true)",
     responses=ERRORS,
 )

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
+from roost.core import metrics
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
@@ -96,6 +97,9 @@ class JobService:
         self.db = deps.db
         self.clock = deps.clock
         self.passes = JobPasses(self.db, self.clock, self._after_pass)
+        metrics.table_gauge(
+            "roost_job_executions", "Job executions by status", self.db, job_executions.c.status
+        )
         self.mqtt = JobsOverMQTT(self)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -410,8 +414,13 @@ class JobService:
                 job_executions.c.device_pk == identity.device_pk,
             ),
         )
-        if row is None or (row["status"] == _E.QUEUED and row["released_at"] is None):
+        if row is None:
             raise NotFound(f"no job {job_id!r} for device {identity.device_id!r}")
+        if row["status"] == _E.QUEUED and row["released_at"] is None:
+            raise NotFound(
+                f"job {job_id!r} is not released to device {identity.device_id!r} yet: the"
+                " rollout releases it later (wait for it on jobs/notify)"
+            )
         return row
 
     # -- after a change -----------------------------------------------------------------------

@@ -95,6 +95,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core import metrics
 from roost.core.devicelink import DevicePublish, DeviceTopic, RouteHandler
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.core.limits import source_host
@@ -167,6 +168,13 @@ class Gateway:
             topic_alias_maximum=self.config.topic_alias_maximum or None,
             shared_subscription_available=False,
         )
+        metrics.gauge_source(
+            "roost_mqtt_connections",
+            "Open MQTT connections (accepted, not yet closed)",
+            ("protocol", "transport"),
+            self,
+            Gateway.connection_counts,
+        )
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -226,6 +234,16 @@ class Gateway:
     def sessions_of(self, device_pk: int) -> list[SessionState]:
         """The device's sessions, connected or kept (for inspection and tests)."""
         return list(self._states.get(device_pk, {}).values())
+
+    def connection_counts(self) -> dict[tuple[str, ...], float]:
+        """Accepted connections by protocol version and transport (read when scraped)."""
+        counts: dict[tuple[str, ...], float] = {}
+        for session in self.connections:
+            if session.connected:
+                level = metrics.PROTOCOL_NAMES.get(session.level, str(session.level))
+                key = (level, metrics.mqtt_transport(session.peer))
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def start(self) -> None:
         """Listen for revocations and start the sweep (idempotent; needs a running loop)."""
@@ -353,6 +371,7 @@ class Gateway:
     def connected(self, session: MQTTSession) -> None:
         """A connection was accepted (its CONNACK is written): tell the hooks."""
         session.announced = True
+        metrics.mqtt_connected(session.level, session.peer)
         self._connection_event(session, True)
 
     def _connection_event(self, session: MQTTSession, up: bool) -> None:

@@ -19,10 +19,12 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
+from roost.core import metrics
 from roost.core.devicelink import DevicePublish, DeviceTopic, RouteHandler
 from roost.core.ingest import CommitTicket, IngestKind, IngestOutcome
 from roost.core.limits import MESSAGES_EXCEEDED, exceeded_reason
 from roost.errors import InvalidInput, PermissionDenied
+from roost.mqtt import flow
 from roost.mqtt.encoder import encode
 from roost.mqtt.packets import (
     PROTOCOL_V5,
@@ -70,7 +72,7 @@ def on_publish(session: MQTTSession, pkt: Publish) -> None:
                 # (once its first copy is durable: the ack waits on the same ticket).
                 session.queue_ack(pkt.packet_id or 0, 2, 0, seen[pkt.packet_id or 0])
                 return
-        if not session.count_inflight():
+        if not flow.count_inflight(session):
             session.close_with(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
             return
     if topic is session.last_topic:
@@ -101,6 +103,7 @@ def _over_rate(session: MQTTSession, verdict: int) -> None:
         else ReasonCode.QUOTA_EXCEEDED
     )
     reason_code = code if session.level == PROTOCOL_V5 else None
+    metrics.ingest_refused("mqtt", "rate_limited")
     ticket = session.last_ticket()
     if ticket is None:
         session.close_with(reason_code, exceeded_reason(verdict))
@@ -146,19 +149,28 @@ def _remember_qos2(session: MQTTSession, packet_id: int, ticket: CommitTicket | 
 
 
 def _ack(
-    session: MQTTSession, pkt: Publish, ticket: CommitTicket | None, code: int = 0, reason: str = ""
+    session: MQTTSession,
+    pkt: Publish,
+    ticket: CommitTicket | None,
+    code: int = 0,
+    reason: str = "",
+    points: int = 0,
 ) -> None:
-    """Acknowledge a QoS 1/2 PUBLISH (in order, once ``ticket`` completes)."""
+    """Acknowledge a QoS 1/2 PUBLISH (in order, once ``ticket`` completes); its ``points``
+    count against the connection's budget until then."""
     if not pkt.qos:
         return
     packet_id = pkt.packet_id or 0
     if pkt.qos == 2 and code < 0x80:
         _remember_qos2(session, packet_id, ticket)
-    session.queue_ack(packet_id, pkt.qos, code, ticket, reason or None)
+    if points:
+        flow.charge_points(session, points)
+    session.queue_ack(packet_id, pkt.qos, code, ticket, reason or None, points)
 
 
 def _forbidden(session: MQTTSession, pkt: Publish, topic: str) -> None:
     reason = f"not authorized to publish to {topic!r}"
+    metrics.ingest_refused("mqtt", "not_authorized")
     log.info("%r: %s", session, reason)
     if session.level == PROTOCOL_V5:
         if pkt.qos:
@@ -178,10 +190,11 @@ def _ingest(session: MQTTSession, pkt: Publish, topic: str, kind: IngestKind) ->
     if outcome is None or outcome.busy:
         session.block(_ingest_slow(session, pkt, topic, kind, recv_ns, outcome))
         return
+    metrics.ingest_outcome("mqtt", outcome)
     if outcome.errors:
         _refused(session, pkt, topic, outcome.errors, recv_ns)
     elif pkt.qos:
-        _ack(session, pkt, outcome.ticket)
+        _ack(session, pkt, outcome.ticket, points=outcome.accepted + outcome.events)
 
 
 async def _ingest_slow(
@@ -206,6 +219,7 @@ async def _ingest_slow(
                 outcome = ingest.try_submit(ctx, kind, pkt.payload, recv_ns)
     except Exception as exc:
         log.warning("%r: ingest failed: %s", session, exc, exc_info=True)
+        metrics.ingest_refused("mqtt", "error")
         if session.closed:
             return
         if session.level == PROTOCOL_V5 and pkt.qos:
@@ -215,12 +229,13 @@ async def _ingest_slow(
         elif pkt.qos:
             session.close_with(None, "the message could not be stored")
         return
+    metrics.ingest_outcome("mqtt", outcome)
     if session.closed:
         return
     if outcome.errors:
         _refused(session, pkt, topic, outcome.errors, recv_ns)
     elif pkt.qos:
-        _ack(session, pkt, outcome.ticket)
+        _ack(session, pkt, outcome.ticket, points=outcome.accepted + outcome.events)
 
 
 def _refused(
@@ -284,7 +299,7 @@ def on_pubrel(session: MQTTSession, pkt: Pubrel) -> None:
     packet_id = pkt.packet_id
     if seen is not None and packet_id in seen:
         del seen[packet_id]
-        session.release_inflight(1)
+        flow.release_inflight(session, 1)
         session.write(_pack_BBH(0x70, 2, packet_id))
     elif session.level == PROTOCOL_V5:
         session.write(encode(Pubcomp(packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))

@@ -1,10 +1,11 @@
 """The asyncio MQTT listener: moves bytes between sockets and the sans-IO sessions, nothing more.
 
-Built for density: one :class:`MQTTConnection` (an ``asyncio.Protocol`` with ``__slots__``) per
-socket, no task and no timer per connection (the gateway sweeps keep alives once a second), and
-the transport's own flow control (``pause_writing``) pauses reading when a client does not read
-what we send. The listener is created in one place, :meth:`MQTTServer.start`, which takes an
-``ssl.SSLContext`` for MQTT over TLS (8883) when client certificates arrive.
+Built for density: one :class:`MQTTConnection` (an ``asyncio.BufferedProtocol`` with
+``__slots__``) per socket, no task and no timer per connection (the gateway sweeps keep alives
+once a second), and the transport's own flow control (``pause_writing``) pauses reading when a
+client does not read what we send (:mod:`roost.mqtt.flow` says when else reading pauses). The
+listener is created in one place, :meth:`MQTTServer.start`, which takes an ``ssl.SSLContext``
+for MQTT over TLS (8883) when client certificates arrive.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import threading
 from typing import TYPE_CHECKING, Any, Final, cast
+
+from roost.mqtt.flow import READ_BUFFER_BYTES
 
 if TYPE_CHECKING:
     from roost.mqtt.gateway import Gateway
@@ -26,6 +30,18 @@ LISTEN_BACKLOG: Final = 4096
 #: Outgoing bytes buffered per connection before reading from it pauses; a few hundred
 #: acknowledgements or one large command, and small enough that 10,000 slow readers stay cheap.
 WRITE_HIGH_WATER: Final = 64 * 1024
+
+
+class _ReadBuffer(threading.local):
+    """The buffer sockets are read into, one per event loop thread: a loop reads one socket at a
+    time and its bytes are copied out before the next read, so its connections share it (a
+    buffer per connection would cost 10,000 idle connections 320 MB)."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(READ_BUFFER_BYTES))
+
+
+_READ_BUFFER: Final = _ReadBuffer()
 
 
 def tls_server_context(cert_file: str, key_file: str, ca_pem: str) -> ssl.SSLContext:
@@ -44,8 +60,12 @@ def tls_server_context(cert_file: str, key_file: str, ca_pem: str) -> ssl.SSLCon
     return context
 
 
-class MQTTConnection(asyncio.Protocol):
-    """One socket: feeds its session and is the session's :class:`~roost.mqtt.ports.Link`."""
+class MQTTConnection(asyncio.BufferedProtocol):
+    """One socket: feeds its session and is the session's :class:`~roost.mqtt.ports.Link`.
+
+    A buffered protocol, so that a read takes at most ``READ_BUFFER_BYTES`` (see
+    :mod:`roost.mqtt.flow`: that is what a paused connection may hold decoded).
+    """
 
     __slots__ = ("_gateway", "_session", "_transport")
 
@@ -65,10 +85,13 @@ class MQTTConnection(asyncio.Protocol):
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
         self._session = self._gateway.open(self, where)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER.view
+
+    def buffer_updated(self, nbytes: int) -> None:
         session = self._session
         if session is not None:
-            session.feed(data)
+            session.feed(_READ_BUFFER.view[:nbytes].tobytes())
 
     def eof_received(self) -> bool:
         return False  # half-closed by the peer: close our side too

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from roost.core.ingest import CommitTicket
 from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RateLimited
-from roost.mqtt import inbound, outbound
+from roost.mqtt import flow, inbound, outbound
 from roost.mqtt.encoder import encode
+from roost.mqtt.flow import PAUSE_BLOCKED, PAUSE_WRITING
 from roost.mqtt.packets import (
     EMPTY_PROPERTIES,
     PROTOCOL_V5,
@@ -66,16 +67,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Reasons reading is paused (a bit each): reading resumes when none is left.
-PAUSE_BLOCKED: Final = 1  # awaiting authentication, a slow submit or writer capacity
-PAUSE_WRITING: Final = 2  # the transport's outgoing buffer is full
-PAUSE_INFLIGHT: Final = 4  # too many PUBLISHes wait for their acknowledgement (3.1.1)
 
 _PINGRESP: Final = b"\xd0\x00"
 _ACK_FIRST: Final = (0, 0x40, 0x50)  # PUBACK / PUBREC first byte by QoS
 
-# Ack queue entry fields: [packet id, qos, reason code, ticket or None, reason string or None].
-_PID, _QOS, _CODE, _TICKET, _REASON = range(5)
+# Ack queue entry fields: [packet id, qos, reason code, ticket or None, reason string or None,
+# points the acknowledgement releases].
+_PID, _QOS, _CODE, _TICKET, _REASON, _POINTS = range(6)
 
 
 def error_reason_code(error: BaseException) -> int:
@@ -101,13 +99,14 @@ class MQTTSession:
         "_decoder",
         "_deadline",
         "gateway",
-        "_inflight_in",
+        "inflight_in",
         "_keep_alive",
         "last_route",
         "_last_rx",
         "last_topic",
         "_link",
         "_paused",
+        "unacked_points",
         "_pending_error",
         "_problem_info",
         "recv_ns",
@@ -146,7 +145,8 @@ class MQTTSession:
         # is ~600 bytes, and an idle connection never needs one).
         self._acks: deque[list[Any]] | None = None
         self._watched: CommitTicket | None = None
-        self._inflight_in = 0
+        self.inflight_in = 0  # QoS 1/2 PUBLISHes not acknowledged yet (see roost.mqtt.flow)
+        self.unacked_points = 0  # their points
         self._keep_alive = 0.0  # seconds of silence tolerated (1.5 x keep alive), 0: none
         self._deadline = 0.0  # when the credential expires (gateway clock), 0: never
         self._problem_info = True
@@ -221,9 +221,9 @@ class MQTTSession:
     def writing_paused(self, paused: bool) -> None:
         """The link's outgoing buffer went over (True) or back under (False) its high mark."""
         if paused:
-            self._pause(PAUSE_WRITING)
+            self.pause(PAUSE_WRITING)
         else:
-            self._resume(PAUSE_WRITING)
+            self.resume(PAUSE_WRITING)
 
     def check_timers(self, now: float) -> None:
         """Close the connection if CONNECT, keep alive or the credential ran out at ``now``."""
@@ -244,12 +244,14 @@ class MQTTSession:
 
     # -- flow control -------------------------------------------------------------------------
 
-    def _pause(self, reason: int) -> None:
+    def pause(self, reason: int) -> None:
+        """Stop reading for ``reason`` (a PAUSE_* bit of :mod:`roost.mqtt.flow`)."""
         if not self._paused and not self.closed:
             self._link.pause_reading()
         self._paused |= reason
 
-    def _resume(self, reason: int) -> None:
+    def resume(self, reason: int) -> None:
+        """``reason`` is gone: read again once no other reason is left."""
         if self._paused & reason:
             self._paused &= ~reason
             if not self._paused and not self.closed:
@@ -259,7 +261,7 @@ class MQTTSession:
     def _block(self, work: Coroutine[Any, Any, None]) -> None:
         """Stop processing until ``work`` is done; later packets wait in the backlog."""
         self._backlog = deque()
-        self._pause(PAUSE_BLOCKED)
+        self.pause(PAUSE_BLOCKED)
         self.gateway.spawn(self._blocked_on(work))
 
     async def _blocked_on(self, work: Coroutine[Any, Any, None]) -> None:
@@ -280,7 +282,7 @@ class MQTTSession:
         if self._pending_error is not None:
             self._protocol_error(self._pending_error)
         else:
-            self._resume(PAUSE_BLOCKED)
+            self.resume(PAUSE_BLOCKED)
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -463,12 +465,13 @@ class MQTTSession:
         code: int = 0,
         ticket: CommitTicket | None = None,
         reason: str | None = None,
+        points: int = 0,
     ) -> None:
         """Acknowledge a QoS 1/2 PUBLISH once ``ticket`` completes, after every earlier one."""
         acks = self._acks
         if acks is None:
             acks = self._acks = deque()
-        acks.append([packet_id, qos, code, ticket, reason])
+        acks.append([packet_id, qos, code, ticket, reason, points])
         if ticket is not None and not ticket.done:
             if ticket is not self._watched:
                 self._watched = ticket
@@ -510,7 +513,7 @@ class MQTTSession:
             return
         out: list[bytes] = []
         v5 = self.level == PROTOCOL_V5
-        released = 0
+        released = points = 0
         while acks:
             entry = acks[0]
             ticket = entry[_TICKET]
@@ -518,6 +521,7 @@ class MQTTSession:
                 break
             acks.popleft()
             packet_id, qos, code = entry[_PID], entry[_QOS], entry[_CODE]
+            points += entry[_POINTS]
             if not code or not v5:
                 out.append(_pack_BBH(_ACK_FIRST[qos], 2, packet_id))
             else:
@@ -534,26 +538,9 @@ class MQTTSession:
         if out:
             self._link.write(out[0] if len(out) == 1 else b"".join(out))
         if released:
-            self.release_inflight(released)
-
-    def release_inflight(self, count: int) -> None:
-        """``count`` received QoS 1/2 messages are acknowledged for good (PUBACK or PUBCOMP)."""
-        self._inflight_in = max(0, self._inflight_in - count)
-        if (
-            self._paused & PAUSE_INFLIGHT
-            and self._inflight_in < self.gateway.config.receive_maximum
-        ):
-            self._resume(PAUSE_INFLIGHT)
-
-    def count_inflight(self) -> bool:
-        """Count one more unacknowledged QoS 1/2 PUBLISH; False when a v5 client exceeded our
-        Receive Maximum (a 3.1.1 client is paused instead)."""
-        self._inflight_in += 1
-        if self._inflight_in > self.gateway.config.receive_maximum:
-            if self.level == PROTOCOL_V5:
-                return False
-            self._pause(PAUSE_INFLIGHT)
-        return True
+            flow.release_inflight(self, released)
+        if points:
+            flow.release_points(self, points)
 
     def write(self, data: bytes) -> None:
         """Send bytes to the peer (used by the gateway's outbound delivery)."""

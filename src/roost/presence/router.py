@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from roost.http.deps import ActorDep, PageDep, get_roost
-from roost.http.schemas import Out
+from roost.http.schemas import Out, Rfc3339Time
 from roost.inventory.devices.schemas import DeviceFilters, DeviceStatus
 from roost.presence.service import PresenceService
 from roost.store.queries import Page
@@ -105,8 +105,8 @@ async def presence_history(
     actor: ActorDep,
     device_id: str,
     page: PageDep,
-    since: Annotated[AwareDatetime | None, Query(description="RFC 3339, inclusive")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="RFC 3339, exclusive")] = None,
+    since: Annotated[Rfc3339Time | None, Query(description="RFC 3339, inclusive")] = None,
+    until: Annotated[Rfc3339Time | None, Query(description="RFC 3339, exclusive")] = None,
 ) -> Page[dict[str, Any]]:
     return await roost.presence.history(actor, device_id, page, since, until)
 

@@ -38,6 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from roost.core import metrics
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
 from roost.core.device_identity import DeviceIdentity
@@ -212,6 +213,7 @@ class PresenceService:
 
     async def start(self) -> None:
         """Follow connections, start the sweeper; embedded mode first forgets old connections."""
+        metrics.table_gauge("roost_devices", "Devices by presence", self.db, devices.c.presence)
         self.deps.link.on_connection(self.connection)
         self.deps.link.on_activity(self.seen)
         if not self.deps.settings.resolved_database_url.startswith("postgres") or (
@@ -430,7 +432,8 @@ class PresenceService:
 
     async def _announce(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            log.info(
+            # One line per device going on- or offline: a fleet's churn, not an operator's news.
+            log.debug(
                 "device %s/%s is %s (%s)",
                 change.tenant_id,
                 change.device_id,

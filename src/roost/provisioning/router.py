@@ -10,13 +10,20 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import Field
 
+from roost.core.ids import SLUG_PATTERN
 from roost.core.limits import DeviceLimits
 from roost.credentials.certificates.ca import read_csr
 from roost.credentials.certificates.service import CertificateService
 from roost.errors import AuthenticationFailed, PermissionDenied
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
-from roost.provisioning.service import ProvisioningService, system_actor
+from roost.http.params import sortable
+from roost.provisioning.service import (
+    ENROLLMENT_SORTS,
+    HASH_SORTS,
+    ProvisioningService,
+    system_actor,
+)
 from roost.store.queries import Page
 
 
@@ -45,7 +52,12 @@ TagValue = str | int | float | bool
 class EnrollmentIn(s.Body):
     """A new enrollment group; without ``key`` one is generated."""
 
-    id: str | None = None
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        json_schema_extra=s.documented(pattern=SLUG_PATTERN),
+    )
     key: str | None = Field(default=None, description="Base64, at least 16 bytes")
     site_id: str | None = None
     group_ids: list[str] = Field(default_factory=list)
@@ -59,7 +71,7 @@ class EnrollmentPatch(s.Body):
     site_id: str | None = None
     group_ids: list[str] | None = None
     tags: dict[str, TagValue] | None = None
-    enabled: bool | None = Field(default=None, strict=True)
+    enabled: bool | None = Field(default=None, strict=True, json_schema_extra=s.never_null)
 
 
 class EnrollmentOut(s.Out):
@@ -87,11 +99,17 @@ class RegistrationIn(s.Body):
     csr: str | None = None
 
 
+# provisioning.service checks it (422): a SHA-256 in hex.
+HASH_RULE = s.documented(pattern="^[0-9a-fA-F]{64}$")
+
+
 class BootstrapIn(s.Body):
     """A device bootstrapping itself with an attestation hash."""
 
     hostname: str = Field(min_length=1, max_length=253)
-    hash: str = Field(description="SHA-256 of the device's hardware data, hex")
+    hash: str = Field(
+        description="SHA-256 of the device's hardware data, hex", json_schema_extra=HASH_RULE
+    )
     csr: str | None = None
 
 
@@ -110,7 +128,7 @@ class ProvisionedOut(s.Out):
 class HashesIn(s.Body):
     """Attestation hashes to accept, and where their devices land."""
 
-    hashes: list[str] = Field(min_length=1)
+    hashes: list[Annotated[str, Field(json_schema_extra=HASH_RULE)]] = Field(min_length=1)
     site_id: str | None = None
     group_ids: list[str] = Field(default_factory=list)
     tags: dict[str, TagValue] = Field(default_factory=dict)
@@ -157,6 +175,7 @@ async def create_enrollment(roost: RoostDep, actor: ActorDep, body: EnrollmentIn
     "/enrollments",
     response_model=s.Page[EnrollmentOut],
     operation_id="list_enrollments",
+    openapi_extra=sortable(ENROLLMENT_SORTS),
     summary="List enrollment groups",
     responses=ERRORS,
 )
@@ -224,6 +243,7 @@ async def add_attestation_hashes(
     "/attestation-hashes",
     response_model=s.Page[HashOut],
     operation_id="list_attestation_hashes",
+    openapi_extra=sortable(HASH_SORTS),
     summary="List attestation hashes (by id and first characters, never whole)",
     responses=ERRORS,
 )

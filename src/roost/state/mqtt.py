@@ -5,9 +5,10 @@ The default state's topics are ``devices/{id}/state/…``; a named state's are
 change of ``desired`` the device gets the desired section on ``…/desired`` and, if the delta is
 not empty, ``{"version", "delta", "timestamp"}`` on ``…/delta`` (QoS 1); it gets the current
 delta of each of its states again on every (re)connect and whenever it subscribes to a filter
-covering a delta topic. A report or read the service refuses is answered on ``…/rejected`` or
-``…/get/rejected`` ``{"code", "message"}``. Every document change is the service's
-(:mod:`roost.state.service`).
+covering a delta topic. Desired state and delta go through ``DeviceLink.send_anywhere``, so a
+change made through another process reaches the device wherever it is connected. A report or
+read the service refuses is answered on ``…/rejected`` or ``…/get/rejected`` ``{"code",
+"message"}``. Every document change is the service's (:mod:`roost.state.service`).
 """
 
 from __future__ import annotations
@@ -79,18 +80,19 @@ class StateOverMQTT:
     # -- desired state down -------------------------------------------------------------------
 
     def publish_desired(self, change: StateChange) -> None:
-        """Send the device the changed desired section and, when not empty, the delta."""
+        """Send the device the changed desired section and, when not empty, the delta (in the
+        process holding its connection, whichever that is)."""
         doc = change.document
         now_ms = int(change.updated_at.timestamp() * 1000)
         prefix = topic_prefix(change.device_id, change.name)
-        self.link.send(
+        self.link.send_anywhere(
             change.device_pk,
             f"{prefix}/desired",
             {"version": doc.version, "desired": doc.desired, "timestamp": now_ms},
         )
         delta = doc.delta
         if delta:
-            self.link.send(
+            self.link.send_anywhere(
                 change.device_pk,
                 f"{prefix}/delta",
                 {"version": doc.version, "delta": delta, "timestamp": now_ms},

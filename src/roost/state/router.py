@@ -12,7 +12,7 @@ from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import Field, StrictInt
+from pydantic import Field
 
 from roost.core.device_identity import DeviceIdentity
 from roost.core.json import loads as load_json
@@ -88,7 +88,7 @@ class StatePatch(s.Body):
     reported: dict[str, Any] | None = Field(
         None, description="Fields to merge into reported (normally the device's to write)"
     )
-    version: StrictInt | None = Field(
+    version: s.WholeNumber | None = Field(
         None, ge=0, description="The version you read; a different current version answers 409"
     )
 

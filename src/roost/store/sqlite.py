@@ -25,6 +25,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from roost.errors import ConfigError, Unavailable
 from roost.store.database import Database, json_dumps
+from roost.store.files import private_database
 
 # Other processes (the CLI beside a running server) may hold the write lock briefly; wait this
 # long before reporting the database busy.
@@ -49,7 +50,7 @@ class SQLiteDatabase(Database):
             raise ConfigError(f"sqlite_synchronous must be one of {sorted(_SYNCHRONOUS)}")
         self.path = _path_from_url(url)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_database(Path(self.path))
         async_url = f"sqlite+aiosqlite:///{self.path}"
         self._reader = create_async_engine(async_url, json_serializer=json_dumps, pool_size=4)
         self._writer = create_async_engine(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 
+from roost.core import metrics
 from roost.identity.tables import tenants
 from roost.store.database import Database
 from roost.telemetry.engine.base import TimeSeriesStore
@@ -50,6 +51,17 @@ class TelemetryMaintenance:
         self.compact_idle_s = compact_idle_s
         self.retention_every_s = retention_every_s
         self._tasks: list[asyncio.Task[None]] = []
+        self.compacted_points = 0  # points folded into blocks so far (the heap keeper watches)
+        # When the last compaction pass that left nothing behind began: all data older than
+        # this is in blocks, so now minus this bounds the age of the oldest uncompacted data.
+        self.caught_up_at = time.time()
+        metrics.gauge_source(
+            "roost_compaction_lag_seconds",
+            "Age bound of the oldest telemetry not yet compacted into blocks",
+            (),
+            self,
+            lambda upkeep: {(): max(0.0, time.time() - upkeep.caught_up_at)},
+        )
 
     def start(self) -> None:
         """Start the loops."""
@@ -83,9 +95,14 @@ class TelemetryMaintenance:
 
     async def compact_once(self) -> float:
         """One compaction pass; answers how long to wait before the next."""
+        began = time.time()
         report = await self.store.compact(COMPACT_ROWS)
+        self.compacted_points += report.points
         # Again at once while the pass stopped at a limit (rows or points) with work behind it.
-        return 0.0 if report.more else self.compact_idle_s
+        if report.more:
+            return 0.0
+        self.caught_up_at = began
+        return self.compact_idle_s
 
     async def trim_once(self) -> float:
         """Drop compacted log rows older than the consumer-group retention window."""

@@ -26,6 +26,7 @@ import orjson
 
 from roost.bus.base import Bus, StreamMessage, Subscription
 from roost.config import Settings
+from roost.errors import ConfigError
 from roost.inventory.devices.registry import RegistryChange
 from roost.inventory.devices.service import DeviceService
 from roost.inventory.service import InventoryService
@@ -33,6 +34,7 @@ from roost.store.database import Database
 from roost.telemetry.engine import open_timeseries
 from roost.telemetry.engine.base import TimeSeriesStore
 from roost.telemetry.engine.batch import DecodedBatch, concat, decode, split
+from roost.telemetry.heap import HeapKeeper
 from roost.telemetry.ingest.service import IngestService
 from roost.telemetry.ingest.writer import IngestWriter
 from roost.telemetry.live.service import COMMITTED_SUBJECT, LiveHub, announcement
@@ -73,7 +75,12 @@ class TelemetryPipeline:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         self.directory = SeriesDirectory(db)
-        self.writer = IngestWriter(self._publish_batch if self.scale else self._commit_batch)
+        if settings.ingest_max_unacked_points < 1:
+            raise ConfigError("ROOST_INGEST_MAX_UNACKED_POINTS must be at least 1")
+        self.writer = IngestWriter(
+            self._publish_batch if self.scale else self._commit_batch,
+            max_buffered_items=settings.ingest_max_unacked_points,
+        )
         self.ingest = IngestService(db, devices, self.store, self.writer)
         self.telemetry = TelemetryService(db, self.store, devices, self.directory)
         self.streams = StreamService(db, self.store, self.directory, devices.clock)
@@ -83,6 +90,12 @@ class TelemetryPipeline:
             db,
             log_retention_s=settings.stream_retention_s,
             retention_every_s=settings.retention_check_s,
+        )
+        # Gives a burst's freed memory back once ingest and compaction are quiet again.
+        self.heap = HeapKeeper(
+            lambda: self.writer.committed_items,
+            lambda: self.maintenance.compacted_points,
+            self.store.release_memory,
         )
         devices.on_change.append(self.registry_changed)
         inventory.on_update.append(self._record_updated)
@@ -111,12 +124,14 @@ class TelemetryPipeline:
                 )
             )
         self.maintenance.start()
+        self.heap.start()
         self._serving = True
 
     async def close(self) -> None:
         """Commit what is pending, then stop everything."""
         if self._serving:
             await self.writer.close()
+            await self.heap.close()
             await self.maintenance.close()
             await self.live.close()
         for subscription in self._subscriptions:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
 from roost.credentials.certificates.ca import MAX_DEVICE_DAYS
-from roost.credentials.certificates.service import CertificateService
+from roost.credentials.certificates.service import SORTS, CertificateService
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.params import sortable
 from roost.store.queries import Page
 
 
@@ -72,6 +73,11 @@ class CertificateCreated(CertificateOut):
     )
 
 
+def created(row: dict[str, Any], private_key: str | None) -> dict[str, Any]:
+    """A new certificate's answer: the private key only when Roost generated it."""
+    return {**row, "private_key": private_key} if private_key else dict(row)
+
+
 @router.get(
     "/ca",
     response_model=CertificateAuthorityOut,
@@ -85,7 +91,8 @@ async def get_ca_certificate(roost: RoostDep) -> dict[str, Any]:
 @router.post(
     "/devices/{device_id}/certificates",
     response_model=CertificateCreated,
-    response_model_exclude_none=True,
+    # private_key only when Roost generated the pair; revoked_at (null) always, as declared.
+    response_model_exclude_unset=True,
     status_code=201,
     operation_id="create_device_certificate",
     summary="Issue a device certificate from a CSR, or with a generated key pair (operator)",
@@ -96,13 +103,14 @@ async def create_device_certificate(
 ) -> dict[str, Any]:
     body = body or CertificateIn()
     row, key = await roost.certificates.issue(actor, device_id, body.csr, body.days)
-    return {**row, "private_key": key}
+    return created(row, key)
 
 
 @router.get(
     "/devices/{device_id}/certificates",
     response_model=s.Page[CertificateOut],
     operation_id="list_device_certificates",
+    openapi_extra=sortable(SORTS),
     summary="List a device's certificates, revoked ones included",
     responses=ERRORS,
 )
@@ -142,7 +150,8 @@ async def revoke_device_certificate(
 @router.post(
     "/devices/{device_id}/certificates/{cert_id}/rotate",
     response_model=CertificateCreated,
-    response_model_exclude_none=True,
+    # private_key only when Roost generated the pair; revoked_at (null) always, as declared.
+    response_model_exclude_unset=True,
     status_code=201,
     operation_id="rotate_device_certificate",
     summary="Issue a new certificate and revoke this one, in one step (operator)",
@@ -157,4 +166,4 @@ async def rotate_device_certificate(
 ) -> dict[str, Any]:
     body = body or CertificateIn()
     row, key = await roost.certificates.rotate(actor, device_id, cert_id, body.csr, body.days)
-    return {**row, "private_key": key}
+    return created(row, key)

@@ -142,14 +142,18 @@ class CertificateService:
         if settings.ca_cert_file or settings.ca_key_file:
             if not (settings.ca_cert_file and settings.ca_key_file):
                 raise ConfigError("set both ROOST_CA_CERT_FILE and ROOST_CA_KEY_FILE, or neither")
-            cert_data, key_data = await asyncio.to_thread(
-                lambda: (
-                    Path(settings.ca_cert_file).read_bytes(),
-                    Path(settings.ca_key_file).read_bytes(),
+            try:
+                cert_data, key_data = await asyncio.to_thread(
+                    lambda: (
+                        Path(settings.ca_cert_file).read_bytes(),
+                        Path(settings.ca_key_file).read_bytes(),
+                    )
                 )
-            )
+                authority = CertificateAuthority.from_pem(cert_data, key_data)
+            except OSError as exc:
+                raise ConfigError(f"ROOST_CA_CERT_FILE / ROOST_CA_KEY_FILE: {exc}") from None
             log.info("using the operator's CA from %s", settings.ca_cert_file)
-            return CertificateAuthority.from_pem(cert_data, key_data)
+            return authority
         stored = await self._read_stored_authority()
         if stored is not None:
             return stored

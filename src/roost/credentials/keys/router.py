@@ -8,9 +8,10 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
-from roost.credentials.keys.service import KeyService
+from roost.credentials.keys.service import KEY_SORTS, KeyService
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.params import sortable
 from roost.store.queries import Page
 
 
@@ -72,6 +73,7 @@ async def create_device_key(
     "/{device_id}/keys",
     response_model=s.Page[DeviceKeyOut],
     operation_id="list_device_keys",
+    openapi_extra=sortable(KEY_SORTS),
     summary="List a device's keys, revoked ones included (never the key itself)",
     responses=ERRORS,
 )

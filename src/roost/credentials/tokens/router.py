@@ -7,9 +7,10 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Response
 
 from roost.credentials.tokens.schemas import DeviceTokenCreated, DeviceTokenIn, DeviceTokenOut
-from roost.credentials.tokens.service import CredentialService
+from roost.credentials.tokens.service import TOKEN_SORTS, CredentialService
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.params import sortable
 from roost.store.queries import Page
 
 
@@ -53,6 +54,7 @@ async def create_device_token(
     "/{device_id}/tokens",
     response_model=s.Page[DeviceTokenOut],
     operation_id="list_device_tokens",
+    openapi_extra=sortable(TOKEN_SORTS),
     summary="List a device's tokens, revoked ones included (never the token itself)",
     responses=ERRORS,
 )

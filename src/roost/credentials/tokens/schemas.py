@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import (
-    AwareDatetime,
     Field,
 )
 
-from roost.http.schemas import Body, Out
+from roost.http.schemas import Body, Out, Rfc3339Time
 
 
 class DeviceTokenIn(Body):
     name: str = Field(default="", max_length=200, description="What the token is for")
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Rfc3339Time | None = Field(
         default=None,
         description="Truncated to the second; must be in the future. Absent: valid until revoked",
     )

@@ -63,6 +63,9 @@ def _component_out(row: Mapping[str, Any], device_id: str) -> dict[str, Any]:
     return out
 
 
+COMPONENT_SORTS = ("id", "name", "kind", "created_at")
+
+
 class DeviceComponents(DeviceRegistry):
     """The components of the registry's devices."""
 
@@ -181,7 +184,7 @@ class DeviceComponents(DeviceRegistry):
             rows, total = await fetch_page(
                 conn,
                 stmt,
-                order_by(components, page.sort, ("id", "name", "kind", "created_at"), "id"),
+                order_by(components, page.sort, COMPONENT_SORTS, "id"),
                 page,
             )
         return Page([_component_out(r, device_id) for r in rows], total, page.limit, page.offset)

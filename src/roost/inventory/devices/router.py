@@ -12,6 +12,7 @@ from roost.core.access import Role
 from roost.http import params as p
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, get_roost
+from roost.inventory.devices.components import COMPONENT_SORTS
 from roost.inventory.devices.schemas import (
     ComponentIn,
     ComponentOut,
@@ -26,7 +27,8 @@ from roost.inventory.devices.schemas import (
     SensorParams,
     SensorPatch,
 )
-from roost.inventory.devices.service import DeviceService
+from roost.inventory.devices.sensors import SENSOR_SORTS
+from roost.inventory.devices.service import DEVICE_SORTS, DeviceService
 from roost.inventory.schemas import GroupMembersAdded, GroupMembersIn
 from roost.store.queries import Page
 
@@ -58,6 +60,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     "",
     response_model=s.Page[DeviceOut],
     operation_id="list_devices",
+    openapi_extra=p.sortable(DEVICE_SORTS),
     summary="List devices (filter by site, model, firmware, customer, group, tag, text)",
 )
 async def list_devices(
@@ -118,6 +121,7 @@ async def delete_device(roost: RoostDep, actor: ActorDep, device_id: str) -> Res
     "/{device_id}/history",
     response_model=s.Page[AuditEntry],
     operation_id="device_history",
+    openapi_extra=p.sortable(AuditService.SORTS),
     summary="Every recorded change of a device and what hangs under it",
     responses=NOT_FOUND,
 )
@@ -139,6 +143,7 @@ async def device_history(
     "/{device_id}/sensors",
     response_model=s.Page[SensorOut],
     operation_id="list_sensors",
+    openapi_extra=p.sortable(SENSOR_SORTS),
     summary="List a device's sensors",
     responses=NOT_FOUND,
 )
@@ -213,6 +218,7 @@ async def delete_sensor(
     "/{device_id}/components",
     response_model=s.Page[ComponentOut],
     operation_id="list_components",
+    openapi_extra=p.sortable(COMPONENT_SORTS),
     summary="List a device's components",
     responses=NOT_FOUND,
 )
@@ -289,6 +295,7 @@ async def delete_component(
     "/{group_id}/devices",
     response_model=s.Page[DeviceOut],
     operation_id="list_group_devices",
+    openapi_extra=p.sortable(DEVICE_SORTS),
     summary="Devices in a group (static or dynamic)",
     responses=NOT_FOUND,
 )

@@ -4,16 +4,22 @@ filters."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
-    StrictInt,
 )
 
 from roost.http.params import ListParams, QueryParams
-from roost.http.schemas import Body, Out
+from roost.http.schemas import Body, Out, WholeNumber, documented, never_null
 from roost.inventory.devices.query import DeviceQuery, parse_tag_filter
+from roost.inventory.schemas import HEARTBEAT_RULE, ID_RULE
+
+# The rules the device services check, stated in the OpenAPI document (they answer 422).
+MAC_RULE = documented(pattern="^([0-9A-Fa-f]{2})([:-]?)([0-9A-Fa-f]{2})(?:\\2([0-9A-Fa-f]{2})){4}$")
+TagFilter = Annotated[str, Field(json_schema_extra=documented(pattern="^[^:]"))]
+# core.ids.is_sensor_path: empty, or slash-separated segments.
+PATH_RULE = documented(pattern=r"^(?:[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*)?$")
 
 DeviceStatus = Literal["online", "offline", "never_seen"]
 SensorType = Literal["double", "long", "boolean", "string", "json"]
@@ -25,6 +31,7 @@ class DeviceIn(Body):
         min_length=1,
         max_length=128,
         description="Letters, digits and . _ : - ; generated when absent",
+        json_schema_extra=ID_RULE,
     )
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
@@ -33,9 +40,10 @@ class DeviceIn(Body):
     firmware_id: str | None = None
     customer_id: str | None = None
     notes: str | None = Field(default=None, max_length=100_000)
-    heartbeat_interval_s: StrictInt | None = Field(
+    heartbeat_interval_s: WholeNumber | None = Field(
         default=None,
         description="Expected seconds between heartbeats; overrides the model's (presence)",
+        json_schema_extra=HEARTBEAT_RULE,
     )
     tags: dict[str, str] | None = None
     group_ids: list[str] | None = Field(default=None, description="Static groups to join")
@@ -49,8 +57,10 @@ class DevicePatch(Body):
     firmware_id: str | None = None
     customer_id: str | None = None
     notes: str | None = Field(default=None, max_length=100_000)
-    heartbeat_interval_s: StrictInt | None = Field(
-        default=None, description="Expected seconds between heartbeats; null: the model's"
+    heartbeat_interval_s: WholeNumber | None = Field(
+        default=None,
+        description="Expected seconds between heartbeats; null: the model's",
+        json_schema_extra=HEARTBEAT_RULE,
     )
     tags: dict[str, str | None] | None = Field(
         default=None,
@@ -81,18 +91,26 @@ class DeviceOut(Out):
 
 class SensorIn(Body):
     id: str = Field(
-        min_length=1, max_length=128, description="Unique within the device, e.g. 4 or temperature"
+        min_length=1,
+        max_length=128,
+        description="Unique within the device, e.g. 4 or temperature",
+        json_schema_extra=ID_RULE,
     )
     type: SensorType
-    path: str | None = Field(default=None, max_length=500, description="e.g. wheels/front/left")
+    path: str | None = Field(
+        default=None,
+        max_length=500,
+        description="e.g. wheels/front/left",
+        json_schema_extra=PATH_RULE,
+    )
     name: str | None = Field(default=None, max_length=200)
     unit: str | None = Field(default=None, max_length=32)
     description: str | None = Field(default=None, max_length=20_000)
 
 
 class SensorPatch(Body):
-    type: SensorType | None = None
-    path: str | None = Field(default=None, max_length=500)
+    type: SensorType | None = Field(default=None, json_schema_extra=never_null)
+    path: str | None = Field(default=None, max_length=500, json_schema_extra=PATH_RULE)
     name: str | None = Field(default=None, max_length=200)
     unit: str | None = Field(default=None, max_length=32)
     description: str | None = Field(default=None, max_length=20_000)
@@ -111,22 +129,26 @@ class SensorOut(Out):
 
 
 class ComponentIn(Body):
-    id: str | None = Field(default=None, min_length=1, max_length=128)
-    parent_id: str | None = Field(default=None, description="The component this one is part of")
+    id: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=ID_RULE)
+    parent_id: str | None = Field(
+        default=None, description="The component this one is part of", json_schema_extra=ID_RULE
+    )
     name: str = Field(min_length=1, max_length=200)
     kind: str | None = Field(default=None, max_length=64)
     serial_number: str | None = Field(default=None, max_length=128)
-    mac_address: str | None = Field(default=None, max_length=17)
+    mac_address: str | None = Field(default=None, max_length=17, json_schema_extra=MAC_RULE)
     manufacturer: str | None = Field(default=None, max_length=200)
     notes: str | None = Field(default=None, max_length=20_000)
 
 
 class ComponentPatch(Body):
-    parent_id: str | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    parent_id: str | None = Field(default=None, json_schema_extra=ID_RULE)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=never_null
+    )
     kind: str | None = Field(default=None, max_length=64)
     serial_number: str | None = Field(default=None, max_length=128)
-    mac_address: str | None = Field(default=None, max_length=17)
+    mac_address: str | None = Field(default=None, max_length=17, json_schema_extra=MAC_RULE)
     manufacturer: str | None = Field(default=None, max_length=200)
     notes: str | None = Field(default=None, max_length=20_000)
 
@@ -153,7 +175,7 @@ class DeviceFilters(QueryParams):
     firmware_id: str | None = None
     customer_id: str | None = None
     group: str | None = Field(None, description="Members of this group (static or dynamic)")
-    tag: list[str] = Field(
+    tag: list[TagFilter] = Field(
         default_factory=list, description="key:value, or key for 'has tag'; repeatable"
     )
     q: str | None = Field(None, max_length=200, description="Case-insensitive text search")

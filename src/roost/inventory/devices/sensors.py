@@ -60,6 +60,9 @@ def _sensor_out(row: Mapping[str, Any], device_id: str) -> dict[str, Any]:
     return out
 
 
+SENSOR_SORTS = ("id", "path", "name", "type", "created_at")
+
+
 class DeviceSensors(DeviceRegistry):
     """The sensors of the registry's devices."""
 
@@ -203,7 +206,7 @@ class DeviceSensors(DeviceRegistry):
             rows, total = await fetch_page(
                 conn,
                 stmt,
-                order_by(sensors, page.sort, ("id", "path", "name", "type", "created_at"), "id"),
+                order_by(sensors, page.sort, SENSOR_SORTS, "id"),
                 page,
             )
         return Page([_sensor_out(r, device_id) for r in rows], total, page.limit, page.offset)

@@ -8,10 +8,12 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
+from roost.core.ids import SLUG_PATTERN
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
+from roost.http.params import sortable
 from roost.store.queries import Page
-from roost.telemetry.consumers.service import ConsumerService
+from roost.telemetry.consumers.service import SORTS, ConsumerService
 
 
 class Services(Protocol):
@@ -35,7 +37,13 @@ GRANTS_DOC = (
 class ConsumerIn(s.Body):
     """A new consumer."""
 
-    id: str | None = Field(None, max_length=128, description="Default: generated")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Default: generated",
+        json_schema_extra=s.documented(pattern=SLUG_PATTERN),
+    )
     name: str = Field(min_length=1, max_length=200)
     grants: list[dict[str, Any]] = Field(description=GRANTS_DOC)
 
@@ -81,6 +89,7 @@ async def create_consumer(roost: RoostDep, actor: ActorDep, body: ConsumerIn) ->
     "/consumers",
     response_model=s.Page[ConsumerOut],
     operation_id="list_consumers",
+    openapi_extra=sortable(SORTS),
     summary="List the tenant's consumers",
     responses=ERRORS,
 )

@@ -104,6 +104,10 @@ class TimeSeriesStore(abc.ABC):
     async def open(self) -> None:
         """Connect and prepare (the schema itself comes from the relational migrations)."""
 
+    async def release_memory(self) -> None:
+        """Give back what caches hold once ingest is quiet (backends with such caches do)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish work in flight and release connections."""
@@ -131,9 +135,19 @@ class TimeSeriesStore(abc.ABC):
 
     @abc.abstractmethod
     async def aggregate(
-        self, series: int, start: int, end: int, interval: int, functions: Sequence[str]
+        self,
+        series: int,
+        start: int,
+        end: int,
+        interval: int,
+        functions: Sequence[str],
+        *,
+        edges: Sequence[int] | None = None,
     ) -> list[Bucket]:
         """Aggregates per bucket of ``interval`` ns, aligned on ``start``; empty buckets omitted.
+
+        ``edges`` (rising, the first at or before ``start``) gives the buckets' starts instead:
+        calendar buckets such as days in a time zone.
 
         Numeric kinds only (double, long as float, boolean as 0/1); string/json points are
         counted by ``count`` and ignored by the others.

@@ -176,12 +176,20 @@ class BlockStore(TimeSeriesStore):
         )
 
     async def aggregate(
-        self, series: int, start: int, end: int, interval: int, functions: Sequence[str]
+        self,
+        series: int,
+        start: int,
+        end: int,
+        interval: int,
+        functions: Sequence[str],
+        *,
+        edges: Sequence[int] | None = None,
     ) -> list[Bucket]:
         check_aggregate(interval, functions)
         start, end = clamp_ns(start), clamp_ns(end)
+        grid = None if edges is None else np.asarray(edges, dtype=np.int64)
         return await self._read(
-            lambda s: read_aggregate(s, self._cache, series, start, end, interval, functions)
+            lambda s: read_aggregate(s, self._cache, series, start, end, interval, functions, grid)
         )
 
     async def read_log(self, after_offset: int, limit: int) -> list[LogEntry]:

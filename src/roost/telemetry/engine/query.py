@@ -118,25 +118,69 @@ def read_aggregate(
     end: int,
     interval: int,
     functions: Sequence[str],
+    edges: I64Array | None = None,
 ) -> list[Bucket]:
-    """Aggregates per bucket of ``interval`` ns aligned on ``start``, empty buckets omitted."""
+    """Aggregates per bucket, empty buckets omitted.
+
+    Buckets are ``interval`` ns wide and aligned on ``start``, unless ``edges`` gives their
+    starts (sorted, the first at or before ``start``, the last at or after ``end``): calendar
+    buckets of uneven width, such as days in a time zone that changes to daylight-saving time.
+    """
     check_aggregate(interval, functions)
     if start >= end:
         return []
+    grid = _Grid(start, interval, edges)
     tail = _tail(source, cache, series, start, end)
     metas = source.block_metas(series, start, end)
     whole: list[BlockMeta] = []
     partial: list[BlockMeta] = []
     for meta in metas:
         inside = meta.t_start >= start and meta.t_end < end
-        one_bucket = (meta.t_start - start) // interval == (meta.t_end - start) // interval
+        one_bucket = grid.one(meta.t_start) == grid.one(meta.t_end)
         overridden = int(np.searchsorted(tail.ts, meta.t_start, side="left")) < int(
             np.searchsorted(tail.ts, meta.t_end, side="right")
         )
         (whole if inside and one_bucket and not overridden else partial).append(meta)
     points = last_write_wins([_decoded(source, series, partial, start, end), tail])
-    parts = [_point_partials(points, start, interval), _block_partials(whole, start, interval)]
-    return _combine(parts, start, interval, functions)
+    parts = [_point_partials(points, grid), _block_partials(whole, grid)]
+    return _combine(parts, grid, functions)
+
+
+class _Grid:
+    """Where buckets start: every ``interval`` ns from ``start``, or at the given ``edges``."""
+
+    __slots__ = ("edges", "interval", "start")
+
+    def __init__(self, start: int, interval: int, edges: I64Array | None) -> None:
+        self.start = start
+        self.interval = interval
+        self.edges = None if edges is None else np.asarray(edges, dtype=np.int64)
+        if self.edges is not None and (
+            not len(self.edges) or self.edges[0] > start or np.any(np.diff(self.edges) <= 0)
+        ):
+            raise InvalidInput("bucket edges must rise and begin at or before the range's start")
+
+    def many(self, ts: I64Array) -> I64Array:
+        """The bucket number of each instant."""
+        if self.edges is not None:
+            found: I64Array = np.searchsorted(self.edges, ts, side="right").astype(np.int64) - 1
+            return found
+        # Unsigned arithmetic: ts - start overflows int64 when start is far in the past.
+        offset = ts.view(np.uint64) - np.uint64(self.start % 2**64)
+        bucket: I64Array = (offset // np.uint64(self.interval)).astype(np.int64)
+        return bucket
+
+    def one(self, ts: int) -> int:
+        """The bucket number of one instant."""
+        if self.edges is not None:
+            return int(np.searchsorted(self.edges, ts, side="right")) - 1
+        return (ts - self.start) // self.interval
+
+    def start_of(self, bucket: int) -> int:
+        """When bucket number ``bucket`` starts."""
+        if self.edges is not None:
+            return int(self.edges[bucket])
+        return self.start + bucket * self.interval
 
 
 def check_aggregate(interval: int, functions: Sequence[str]) -> None:
@@ -168,17 +212,10 @@ class _Partials:
         self.l_v: F64Array = np.full(size, np.nan)
 
 
-def _bucket_of(ts: I64Array, start: int, interval: int) -> I64Array:
-    # Unsigned arithmetic: ts - start overflows int64 when start is far in the past.
-    offset = ts.view(np.uint64) - np.uint64(start % 2**64)
-    bucket: I64Array = (offset // np.uint64(interval)).astype(np.int64)
-    return bucket
-
-
-def _point_partials(points: Columns, start: int, interval: int) -> _Partials:
+def _point_partials(points: Columns, grid: _Grid) -> _Partials:
     if not len(points):
         return _Partials(0)
-    bucket = _bucket_of(points.ts, start, interval)
+    bucket = grid.many(points.ts)
     edges = np.flatnonzero(np.diff(bucket)) + 1
     firsts = np.concatenate(([0], edges))
     out = _Partials(len(firsts))
@@ -205,11 +242,11 @@ def _point_partials(points: Columns, start: int, interval: int) -> _Partials:
     return out
 
 
-def _block_partials(metas: Sequence[BlockMeta], start: int, interval: int) -> _Partials:
+def _block_partials(metas: Sequence[BlockMeta], grid: _Grid) -> _Partials:
     out = _Partials(len(metas))
     for i, meta in enumerate(metas):
         s = meta.summary
-        out.bucket[i] = (meta.t_start - start) // interval
+        out.bucket[i] = grid.one(meta.t_start)
         out.count[i] = s.count
         if s.n_numeric and s.first_ts is not None and s.last_ts is not None:
             out.n_num[i] = s.n_numeric
@@ -223,9 +260,7 @@ def _block_partials(metas: Sequence[BlockMeta], start: int, interval: int) -> _P
     return out
 
 
-def _combine(
-    parts: list[_Partials], start: int, interval: int, functions: Sequence[str]
-) -> list[Bucket]:
+def _combine(parts: list[_Partials], grid: _Grid, functions: Sequence[str]) -> list[Bucket]:
     bucket = np.concatenate([p.bucket for p in parts])
     if not len(bucket):
         return []
@@ -260,6 +295,6 @@ def _combine(
             ].tolist()
         columns[name] = [v if ok else None for v, ok in zip(values, has, strict=True)]
     return [
-        Bucket(start + k * interval, {name: columns[name][i] for name in functions})
+        Bucket(grid.start_of(k), {name: columns[name][i] for name in functions})
         for i, k in enumerate(keys.tolist())
     ]

@@ -280,6 +280,18 @@ class SQLiteTimeSeriesStore(BlockStore):
     async def _read(self, work: Callable[[ReadSession], T]) -> T:
         return await self._query(lambda conn: work(SQLiteSession(conn)))
 
+    async def release_memory(self) -> None:
+        """Empty every connection's page cache (``PRAGMA shrink_memory``): after a burst each
+        holds up to CACHE_KIB of pages that the next queries read back from the OS's cache."""
+
+        def run() -> None:
+            with self._connections_lock:
+                connections = list(self._connections)
+            for conn in connections:  # serialized mode: any thread may use any connection
+                conn.execute("PRAGMA shrink_memory")
+
+        await self._on(self._writer, run)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -54,8 +54,9 @@ class TailRow:
         """Decode a log row."""
         batch = decode(data)
         # The columns are views on ``data``; a batch may also keep a copy of its blob.
-        raw = getattr(batch, "raw", None)
-        return TailRow(first_offset, count, batch, len(data) + (len(raw) if raw else 0))
+        raw = batch.raw
+        copied = len(raw) if raw is not None and raw is not data else 0
+        return TailRow(first_offset, count, batch, len(data) + copied)
 
     @property
     def end(self) -> int:
@@ -128,23 +129,70 @@ class TailCache:
 
 
 def tail_rows(
-    source: LogSource, cache: TailCache, watermark: int, *, max_rows: int | None = None
+    source: LogSource,
+    cache: TailCache,
+    watermark: int,
+    *,
+    max_rows: int | None = None,
+    max_items: int | None = None,
 ) -> list[TailRow]:
-    """The log rows from ``watermark`` on (at most ``max_rows``), from the cache where it can."""
+    """The log rows from ``watermark`` on (at most ``max_rows``), from the cache where it can.
+
+    With ``max_items``, rows stop once they hold that many items (at least one row is answered):
+    compaction after a burst then reads the few rows it folds, not hundreds of large ones.
+    """
     cached, before, after = cache.snapshot(watermark)
-    head: list[TailRow] = []
+    rows: list[TailRow] = []
     if before is not None:
-        head = [TailRow.from_blob(*r) for r in source.log_rows(watermark, before, max_rows)]
+        head = _fetch(source, watermark, before, max_rows, max_items)
         cache.add(head)
-    rows = head + cached
-    if max_rows is not None and len(rows) >= max_rows:
-        return rows[:max_rows]
+        rows = head
+    if _enough(rows, max_rows, max_items):
+        return rows[:max_rows] if max_rows is not None else rows
+    for row in cached:
+        rows.append(row)
+        if _enough(rows, max_rows, max_items):
+            return rows
     if after is not None:
         remaining = None if max_rows is None else max_rows - len(rows)
-        fresh = [TailRow.from_blob(*r) for r in source.log_rows(after, None, remaining)]
+        items = None if max_items is None else max_items - sum(row.count for row in rows)
+        fresh = _fetch(source, after, None, remaining, items)
         cache.add(fresh)
         rows += fresh
     return rows
+
+
+# Log rows fetched at a time when a read stops at a number of items.
+_FETCH_ROWS = 8
+
+
+def _fetch(
+    source: LogSource, start: int, stop: int | None, max_rows: int | None, max_items: int | None
+) -> list[TailRow]:
+    """Decoded log rows from ``start`` on (before ``stop``), within the row and item bounds."""
+    if max_items is None:
+        return [TailRow.from_blob(*r) for r in source.log_rows(start, stop, max_rows)]
+    rows: list[TailRow] = []
+    items = 0
+    while (max_rows is None or len(rows) < max_rows) and (items < max_items or not rows):
+        page = _FETCH_ROWS if max_rows is None else min(_FETCH_ROWS, max_rows - len(rows))
+        fetched = source.log_rows(start, stop, page)
+        for r in fetched:
+            row = TailRow.from_blob(*r)
+            rows.append(row)
+            items += row.count
+            start = row.end
+            if items >= max_items:
+                break
+        if len(fetched) < page:
+            break
+    return rows
+
+
+def _enough(rows: list[TailRow], max_rows: int | None, max_items: int | None) -> bool:
+    if max_rows is not None and len(rows) >= max_rows:
+        return True
+    return max_items is not None and bool(rows) and sum(r.count for r in rows) >= max_items
 
 
 def series_tail(

@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from roost.core import metrics
 from roost.core.device_identity import (
     DeviceIdentity,
 )
@@ -159,8 +160,13 @@ async def _answer(
     idempotency_key: str | None,
 ) -> Response:
     payload = await request.body()
-    roost.limits.check_rate(identity.device_pk, len(payload))  # 429 before anything is taken
-    outcome = await ingest_message(roost, identity, kind, payload, idempotency_key)
+    try:
+        roost.limits.check_rate(identity.device_pk, len(payload))  # 429 before anything is taken
+        outcome = await ingest_message(roost, identity, kind, payload, idempotency_key)
+    except RoostError as exc:
+        metrics.ingest_error("http", exc)
+        raise
+    metrics.ingest_outcome("http", outcome)
     if outcome.errors:
         raise refusal(outcome)
     if outcome.ticket is not None:
@@ -292,8 +298,10 @@ async def ws_ingest(websocket: WebSocket) -> None:
                 if rates_on:  # refused frames get a 429 ack and nothing is taken
                     roost.limits.check_rate(identity.device_pk, len(payload))
                 outcome = await ingest_message(roost, identity, kind, payload, None)
+                metrics.ingest_outcome("websocket", outcome)
                 result = refusal(outcome) if outcome.errors else outcome
             except RoostError as exc:
+                metrics.ingest_error("websocket", exc)
                 result = exc
             await pending.put((seq, result))
     except WebSocketDisconnect:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.bus.base import Bus, Subscription
+from roost.core import metrics
 from roost.core.access import GrantScope
 from roost.telemetry.engine.batch import DecodedBatch, decode
 from roost.telemetry.queries.service import SeriesDirectory, batch_items
@@ -112,6 +113,13 @@ class LiveHub:
         self.bus = bus
         self.directory = directory
         self.subscribers: set[LiveSubscription] = set()
+        metrics.gauge_source(
+            "roost_live_subscribers",
+            "Open live telemetry streams of this process",
+            (),
+            self,
+            lambda hub: {(): len(hub.subscribers)},
+        )
         self._pending: deque[bytes] = deque(maxlen=MAX_PENDING_COMMITS)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

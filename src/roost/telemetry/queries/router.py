@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
 from roost.core.access import Actor
+from roost.core.timeparse import ACCEPTED_FORMS, PATTERN
 from roost.errors import AuthenticationFailed, RoostError
 from roost.http import params as p
 from roost.http import schemas as s
@@ -28,6 +29,7 @@ from roost.telemetry.queries.service import (
     parse_aggregates,
     parse_bound,
     parse_interval,
+    parse_tz,
 )
 from roost.telemetry.schemas import (
     ConsumerGroupIn,
@@ -109,17 +111,39 @@ def _json(body: dict[str, Any]) -> Response:
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": s.Problem}, 422: {"model": s.Problem}}
 
+# from/to of every time-ranged read: one parser (roost.core.timeparse), one documented form.
+FROM: Any = Field(
+    None,
+    alias="from",
+    description=f"Start (inclusive): {ACCEPTED_FORMS}",
+    json_schema_extra={"pattern": PATTERN, "examples": ["2026-11-22", "now-1h", "-7d"]},
+)
+TO: Any = Field(
+    None,
+    description=f"End (exclusive): {ACCEPTED_FORMS}",
+    json_schema_extra={"pattern": PATTERN, "examples": ["2026-11-23T08:30:00Z", "now"]},
+)
+TZ: Any = Field(
+    None,
+    max_length=64,
+    description="IANA time zone (Europe/Paris) of dates and offset-less times in from/to, and"
+    " of the buckets' calendar (local midnights and hours); default UTC",
+)
+
 
 class HistoryParams(p.QueryParams):
     """A sensor's points or aggregates over a time range."""
 
     sensor: str = Field(min_length=1, max_length=128, description="The sensor's id")
-    from_: str | None = Field(
-        None, alias="from", description="Start (inclusive): any timestamp form"
-    )
-    to: str | None = Field(None, description="End (exclusive): any timestamp form")
+    from_: str | None = FROM
+    to: str | None = TO
+    tz: str | None = TZ
     agg: str | None = Field(None, description="avg,min,max,sum,count,first,last (comma list)")
-    interval: str | None = Field(None, description="Bucket width with agg: 30s, 15m, 1h, 1d")
+    interval: str | None = Field(
+        None,
+        description="Bucket width with agg: 30s, 15m, 1h, 1d, 1w. Buckets start on the calendar"
+        " (whole hours, midnight in tz or UTC, Mondays for weeks), not at from",
+    )
     limit: int = Field(DEFAULT_POINTS, ge=1, le=100_000, description="Raw points at most")
     order: Literal["asc", "desc"] | None = Field(
         None, description="Default: asc when from is given, else desc (the newest points)"
@@ -136,8 +160,9 @@ class HistoryParams(p.QueryParams):
 async def device_telemetry(
     roost: RoostDep, actor: ReaderDep, device_id: str, query: Annotated[HistoryParams, Query()]
 ) -> Response:
-    start = parse_bound(query.from_, 0, "from") if query.from_ is not None else None
-    end = parse_bound(query.to, 0, "to") if query.to is not None else None
+    zone = parse_tz(query.tz)
+    start = parse_bound(query.from_, 0, "from", zone) if query.from_ is not None else None
+    end = parse_bound(query.to, 0, "to", zone) if query.to is not None else None
     if query.agg is not None or query.interval is not None:
         if query.agg is None or query.interval is None:
             from roost.errors import InvalidInput
@@ -152,6 +177,7 @@ async def device_telemetry(
                 end=end,
                 interval=parse_interval(query.interval),
                 functions=parse_aggregates(query.agg),
+                zone=zone,
             )
         )
     return _json(
@@ -182,8 +208,9 @@ class EventParams(p.QueryParams):
     """A device's events over a time range."""
 
     type: list[str] = Field(default_factory=list, description="Event types (repeatable)")
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
+    from_: str | None = FROM
+    to: str | None = TO
+    tz: str | None = TZ
     limit: int = Field(DEFAULT_POINTS, ge=1, le=100_000)
     order: Literal["asc", "desc"] | None = None
 
@@ -198,13 +225,14 @@ class EventParams(p.QueryParams):
 async def device_events(
     roost: RoostDep, actor: ReaderDep, device_id: str, query: Annotated[EventParams, Query()]
 ) -> Response:
+    zone = parse_tz(query.tz)
     return _json(
         await roost.telemetry.events(
             actor,
             device_id,
             types=query.type,
-            start=parse_bound(query.from_, 0, "from") if query.from_ is not None else None,
-            end=parse_bound(query.to, 0, "to") if query.to is not None else None,
+            start=parse_bound(query.from_, 0, "from", zone) if query.from_ is not None else None,
+            end=parse_bound(query.to, 0, "to", zone) if query.to is not None else None,
             limit=query.limit,
             order=query.order,
         )

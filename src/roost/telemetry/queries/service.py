@@ -6,8 +6,9 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +16,8 @@ import orjson
 import sqlalchemy as sa
 
 from roost.core.access import Actor, GrantScope, Role
-from roost.errors import InvalidInput, NotFound
+from roost.core.timeparse import TimeParseError, parse_instant, parse_zone
+from roost.errors import InvalidInput, NotFound, ValidationFailed
 from roost.inventory.devices.query import DeviceQuery, group_condition
 from roost.inventory.devices.service import DeviceService
 from roost.inventory.tables import devices, groups, sensors
@@ -24,7 +26,7 @@ from roost.store.queries import fetch_one
 from roost.telemetry.consumers.service import scope_of
 from roost.telemetry.engine.base import AGGREGATES, TimeSeriesStore
 from roost.telemetry.engine.batch import DecodedBatch, slot_value
-from roost.telemetry.rules import ItemError, parse_timestamp
+from roost.telemetry.queries.buckets import bucket_count, bucket_edges
 
 # One answer of raw points: enough for a chart, small enough for one response.
 DEFAULT_POINTS = 1000
@@ -66,19 +68,34 @@ def rfc3339_many(stamps: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:
     return out
 
 
-def parse_bound(raw: str | None, default: int, name: str) -> int:
-    """A ``from``/``to`` query value in any timestamp form ingest accepts."""
+def parse_bound(raw: str | None, default: int, name: str, zone: tzinfo | None = None) -> int:
+    """A ``from``/``to`` query value: RFC 3339, a date, epoch s/ms/µs/ns, ``now-1h``, ``-7d``…
+
+    Dates and offset-less times are read in ``zone`` (UTC when None); a bad value is a 422
+    naming the parameter and the accepted forms.
+    """
     if raw is None or raw == "":
         return default
-    value: Any = raw
-    if re.fullmatch(r"-?\d+", raw):
-        value = int(raw)
-    elif re.fullmatch(r"-?\d+\.\d+", raw):
-        value = float(raw)
     try:
-        return parse_timestamp(value)
-    except ItemError as exc:
-        raise InvalidInput(f"{name}: {exc.message}") from exc
+        return parse_instant(raw, now_ns=time.time_ns(), zone=zone)
+    except TimeParseError as exc:
+        raise _bad_query(name, str(exc)) from exc
+
+
+def parse_tz(raw: str | None) -> ZoneInfo | None:
+    """The ``tz`` query value: an IANA zone name, or None for UTC."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_zone(raw)
+    except TimeParseError as exc:
+        raise _bad_query("tz", str(exc)) from exc
+
+
+def _bad_query(name: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{name}: {message}", [{"field": name, "in": "query", "message": message}]
+    )
 
 
 def parse_interval(raw: str) -> int:
@@ -311,19 +328,27 @@ class TelemetryService:
         end: int | None,
         interval: int,
         functions: Sequence[str],
+        zone: tzinfo | None = None,
     ) -> dict[str, Any]:
-        """Aggregates per bucket of ``interval`` ns between ``from`` and ``to``."""
+        """Aggregates per calendar bucket of ``interval`` ns between ``from`` and ``to``.
+
+        Buckets start on whole hours, midnights (in ``zone`` when given) or epoch multiples,
+        not at ``from``: see :mod:`roost.telemetry.queries.buckets`.
+        """
         actor.require(Role.VIEWER)
         sensor = await self._sensor(actor, device_id, sensor_id)
         hi = time.time_ns() if end is None else end
         lo = hi - 86_400_000_000_000 if start is None else start
         if lo >= hi:
             raise InvalidInput("from must be before to")
-        if (hi - lo) // interval > MAX_BUCKETS:
+        if bucket_count(lo, hi, interval) > MAX_BUCKETS:
             raise InvalidInput(
                 f"that range and interval make more than {MAX_BUCKETS} buckets: widen the interval"
             )
-        buckets = await self.store.aggregate(sensor["pk"], lo, hi, interval, functions)
+        edges = bucket_edges(lo, hi, interval, zone)
+        buckets = await self.store.aggregate(
+            sensor["pk"], lo, hi, interval, functions, edges=edges.tolist()
+        )
         return {
             "device_id": device_id,
             "sensor": sensor_id,

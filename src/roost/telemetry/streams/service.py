@@ -174,7 +174,10 @@ class StreamService:
         actor.require(Role.VIEWER)
         _first, next_offset = await self.store.log_bounds()
         if not -1 <= offset < next_offset:
-            raise InvalidInput(f"offset must be between -1 and {next_offset - 1}")
+            raise InvalidInput(
+                f"offset must be between -1 and {next_offset - 1} (the last one written): "
+                "commit the next_offset a pull answered"
+            )
         async with self.db.write() as conn:
             result = await conn.execute(
                 consumer_groups.update()
