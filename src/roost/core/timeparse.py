@@ -28,12 +28,13 @@ ACCEPTED_FORMS = (
     "epoch seconds/ms/µs/ns (1763800200), now, now-1h, now-15m, -24h or -7d "
     "(units s, m, h, d, w)"
 )
-# The same forms as a regular expression, for the OpenAPI ``pattern`` of such parameters.
+# The same forms as a regular expression, for the OpenAPI ``pattern`` of such parameters; the
+# empty value is "not given" (``?to=``), as the routes read it.
 PATTERN = (
     r"^(\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})?)?"
     r"|-?\d+(\.\d+)?"
     r"|now(\s*[+ -]\s*\d+\s*[smhdw])?"
-    r"|[+-]\d+\s*[smhdw])$"
+    r"|[+-]\d+\s*[smhdw]|)$"
 )
 # Magnitude thresholds between epoch units (absolute value), as the ingest doors use them: seconds
 # stay below 1e11 until the year 5138, milliseconds below 1e14, microseconds below 1e17.

@@ -16,6 +16,8 @@ from pydantic import Field
 
 from roost.core.device_identity import DeviceIdentity
 from roost.core.json import loads as load_json
+from roost.core.timeparse import ACCEPTED_FORMS
+from roost.core.timeparse import PATTERN as TIME_PATTERN
 from roost.credentials.dependencies import DeviceDep
 from roost.errors import ValidationFailed
 from roost.http import params as p
@@ -128,9 +130,16 @@ class HistoryParams(p.PageParams):
 
     name: str | None = Field(None, max_length=64, description="Only this state (default: all)")
     from_: str | None = Field(
-        None, alias="from", description="Start (inclusive): any timestamp form"
+        None,
+        alias="from",
+        description=f"Start (inclusive): {ACCEPTED_FORMS}",
+        json_schema_extra={"pattern": TIME_PATTERN},
     )
-    to: str | None = Field(None, description="End (exclusive): any timestamp form")
+    to: str | None = Field(
+        None,
+        description=f"End (exclusive): {ACCEPTED_FORMS}",
+        json_schema_extra={"pattern": TIME_PATTERN},
+    )
 
 
 class DeviceStateParams(p.QueryParams):
@@ -157,7 +166,7 @@ _REPORT_DOC: dict[str, Any] = {
 
 
 def _time(raw: str | None, name: str) -> datetime | None:
-    if raw is None:
+    if not raw:  # absent, or empty: not given
         return None
     ns = parse_bound(raw, 0, name)
     seconds, rest = divmod(ns, 1_000_000_000)

@@ -10,7 +10,8 @@ from pydantic import (
     Field,
 )
 
-from roost.http.schemas import Body, Out
+from roost.core.ids import SLUG_PATTERN
+from roost.http.schemas import Body, Out, documented
 
 
 class IngestAck(Out):
@@ -73,7 +74,9 @@ class EventsOut(Out):
 
 
 class ConsumerGroupIn(Body):
-    id: str = Field(min_length=1, max_length=128)
+    id: str = Field(
+        min_length=1, max_length=128, json_schema_extra=documented(pattern=SLUG_PATTERN)
+    )
     start: Literal["earliest", "latest"] = "earliest"
 
 
