@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 5.0
 
 
-# Blocks at least this large get a mapping of their own (glibc's starting value, kept fixed): a
-# batch's columns (500,000 points: 4 MB each) and compaction's arrays go back to the OS as soon
-# as they are freed, while the small objects that make up most allocations stay on the heap.
-MMAP_THRESHOLD_BYTES = 128 * 1024
+# Blocks at least this large get a mapping of their own, kept fixed: an overload's batch columns
+# (500,000 points: 4 MB each) and compaction's arrays go back to the OS as soon as they are freed,
+# while a request-sized buffer (a 5,000-point HTTP batch: its body, columns and blob, 40-300 KB)
+# stays on the heap. At glibc's starting value (128 KiB) those buffers were mapped and unmapped
+# at every request, page faults that cost HTTP ingest ~6 % (BENCHMARKS.md, issue 11.3).
+MMAP_THRESHOLD_BYTES = 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
 
 
