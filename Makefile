@@ -4,9 +4,26 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck check system-deps clean
+.PHONY: install vendor run test lint typecheck check system-deps clean
 
-$(STAMP): pyproject.toml
+# The console's front-end libraries (htmx, uPlot) come from the npm registry at the versions
+# frontend/package-lock.json pins, and are copied into the package so the wheel ships them.
+VENDOR := src/roost/console/static/vendor
+VENDOR_STAMP := $(VENDOR)/.installed
+
+$(VENDOR_STAMP): frontend/package.json frontend/package-lock.json
+	npm ci --prefix frontend --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp frontend/node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
+	cp frontend/node_modules/htmx.org/LICENSE $(VENDOR)/htmx.LICENSE
+	cp frontend/node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/uPlot.iife.min.js
+	cp frontend/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/uPlot.min.css
+	cp frontend/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
+	touch $(VENDOR_STAMP)
+
+vendor: $(VENDOR_STAMP)  ## the console's front-end libraries from the npm registry
+
+$(STAMP): pyproject.toml $(VENDOR_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -20,11 +37,19 @@ MQTT_PORT ?= 1884
 run: install  ## start Roost on SQLite (./roost-data) with the demo retail fleet
 	$(BIN)/roost serve --demo --mqtt-port $(MQTT_PORT)
 
-system-deps:  ## Debian packages the tests use (MQTT command-line clients)
-	@command -v mosquitto_pub >/dev/null 2>&1 || { \
-	  echo "installing mosquitto-clients"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients) \
-	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients'; }
+# Debian packages the tests use: MQTT command-line clients, and Chromium for the console's browser
+# tests (Playwright drives this binary; a browser download would fail on a closed network).
+SYSTEM_PACKAGES := mosquitto-clients chromium
+
+system-deps:  ## Debian packages the tests use (MQTT command-line clients, Chromium)
+	@missing=""; \
+	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
+	  || sudo sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing"; \
+	fi
 
 test: install system-deps  ## run the whole test suite (PostgreSQL/NATS tests skip if absent)
 	$(BIN)/pytest -q
@@ -39,4 +64,4 @@ typecheck: install  ## mypy --strict on src/
 check: lint typecheck test  ## everything CI runs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENDOR) frontend/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -5,32 +5,48 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from roost import __version__
+from roost.audit import console as audit_pages
 from roost.audit import router as audit
+from roost.commands import console as command_pages
 from roost.commands import router as commands
+from roost.console import overview as console_overview
+from roost.console import router as console
+from roost.credentials import console as credential_pages
 from roost.credentials import dependencies as device_doors
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
 from roost.http import docs, openapi, problems, system
 from roost.http.middleware import BodyLimit, Metrics
+from roost.identity import console as identity_pages
 from roost.identity import router as identity
+from roost.inventory import console as inventory_pages
 from roost.inventory import router as inventory
+from roost.inventory.bulk import console as bulk_pages
 from roost.inventory.bulk import router as bulk
+from roost.inventory.devices import console as device_pages
 from roost.inventory.devices import router as devices
+from roost.jobs import console as job_pages
 from roost.jobs import router as jobs
 from roost.mqtt.websocket import mqtt_websocket
+from roost.presence import console as presence_pages
 from roost.presence import router as presence
+from roost.provisioning import console as provisioning_pages
 from roost.provisioning import router as provisioning
 from roost.runtime import Roost
+from roost.state import console as state_pages
 from roost.state import router as state
+from roost.telemetry.consumers import console as consumer_pages
 from roost.telemetry.consumers import router as consumers
 from roost.telemetry.ingest import router as ingest
+from roost.telemetry.queries import console as telemetry_pages
 from roost.telemetry.queries import router as telemetry
 
 API_PREFIX = "/api/v1"
@@ -68,6 +84,26 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (keys.router, API_PREFIX),
         (provisioning.router, API_PREFIX),
         (consumers.router, API_PREFIX),
+    ]
+
+
+def console_rooms() -> list[ModuleType]:
+    """Every room's console pages (``<room>/console.py``), in matching order."""
+    return [
+        console_overview,
+        device_pages,  # /devices and /devices/{id}: before the tabs other rooms add under it
+        telemetry_pages,
+        presence_pages,
+        state_pages,
+        command_pages,
+        job_pages,
+        credential_pages,
+        inventory_pages,
+        bulk_pages,
+        provisioning_pages,
+        identity_pages,
+        consumer_pages,
+        audit_pages,
     ]
 
 
@@ -128,6 +164,8 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     openapi.install(app)
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
+    # The operator console at / (after the API, whose paths it never shadows).
+    console.install(app, console_rooms())
     # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
     app.router.routes.append(WebSocketRoute("/mqtt", mqtt_websocket(roost.gateway)))
 

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roost.core.access import Actor
 from roost.errors import AuthenticationFailed
+from roost.http import session
 from roost.store.queries import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, PageRequest
 
 _bearer = HTTPBearer(
@@ -34,6 +35,11 @@ class UserAuthenticator(Protocol):
         """The superuser ``actor`` acting inside ``tenant_id``."""
         ...
 
+    @property
+    def secret_key(self) -> str:
+        """The server's signing secret (the console's CSRF tokens derive from it)."""
+        ...
+
 
 def get_roost(request: Request) -> Any:
     """The Roost serving this app (each router types it with the Protocol of what it uses)."""
@@ -47,18 +53,36 @@ def user_authenticator(request: Request) -> UserAuthenticator:
 
 
 async def get_actor(
+    request: Request,
     users: Annotated[UserAuthenticator, Depends(user_authenticator)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     x_roost_tenant: Annotated[
         str | None, Header(description="Superuser only: act inside this tenant")
     ] = None,
 ) -> Actor:
-    """The caller, from ``Authorization: Bearer``; 401 when missing, malformed or invalid."""
+    """The caller, from ``Authorization: Bearer`` or the console's session cookie (see
+    :mod:`roost.http.session`); 401 when missing, malformed or invalid."""
     if credentials is None or not credentials.credentials:
-        raise AuthenticationFailed("send Authorization: Bearer <login token or API key>")
+        return await cookie_actor(request, users, x_roost_tenant)
     actor = await users.authenticate(credentials.credentials)
     if x_roost_tenant:
         actor = await users.act_in_tenant(actor, x_roost_tenant)
+    return actor
+
+
+async def cookie_actor(
+    request: Request, users: UserAuthenticator, x_roost_tenant: str | None
+) -> Actor:
+    """The user of the console's session cookie; a change also needs the CSRF header."""
+    cookie = session.session_of(request)
+    if cookie is None:
+        raise AuthenticationFailed("send Authorization: Bearer <login token or API key>")
+    actor = await users.authenticate(cookie)
+    if request.method not in session.SAFE_METHODS:
+        session.check_csrf(users.secret_key, cookie, request.headers.get(session.CSRF_HEADER))
+    tenant = x_roost_tenant or request.cookies.get(session.TENANT_COOKIE)
+    if tenant:
+        actor = await users.act_in_tenant(actor, tenant)
     return actor
 
 
@@ -66,12 +90,20 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
 def websocket_token(websocket: WebSocket) -> str | None:
-    """A user's bearer token at upgrade: the Authorization header, or ?token= for browsers."""
+    """A user's bearer token at upgrade: the Authorization header, ?token=, or the console's
+    session cookie when the page that opens the socket is ours (same Origin: no cross-site
+    WebSocket can ride on the cookie)."""
     header = websocket.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return websocket.query_params.get("token") or None
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    cookie = session.session_of(websocket)
+    if cookie is not None and session.same_origin(websocket):
+        return cookie
+    return None
 
 
 def page_params(

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Response, WebSocket
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
@@ -16,7 +16,8 @@ from roost.core.timeparse import ACCEPTED_FORMS, PATTERN
 from roost.errors import AuthenticationFailed, RoostError
 from roost.http import params as p
 from roost.http import schemas as s
-from roost.http.deps import get_roost, websocket_token
+from roost.http import session
+from roost.http.deps import cookie_actor, get_roost, websocket_token
 from roost.http.problems import deny
 from roost.identity.service import IdentityService
 from roost.inventory.devices.schemas import DeviceFilters
@@ -80,6 +81,7 @@ _bearer = HTTPBearer(
 
 
 async def get_reader(
+    request: Request,
     roost: RoostDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     x_roost_tenant: Annotated[
@@ -88,7 +90,11 @@ async def get_reader(
 ) -> Actor:
     """The caller of a read door: a user, an API key, or a consumer key (limited to its grants)."""
     if credentials is None or not credentials.credentials:
-        raise AuthenticationFailed("send Authorization: Bearer <login token, API or consumer key>")
+        if session.session_of(request) is None:
+            raise AuthenticationFailed(
+                "send Authorization: Bearer <login token, API or consumer key>"
+            )
+        return await cookie_actor(request, roost.identity, x_roost_tenant)
     actor = await roost.identity.authenticate(credentials.credentials, allow_consumer=True)
     if x_roost_tenant:
         actor = await roost.identity.act_in_tenant(actor, x_roost_tenant)
@@ -392,6 +398,8 @@ async def _stream_actor(roost: Services, websocket: WebSocket, token: str) -> Ac
     """The live reader: a user, an API key or a consumer key (optionally X-Roost-Tenant)."""
     actor = await roost.identity.authenticate(token, allow_consumer=True)
     tenant = websocket.headers.get("x-roost-tenant")
+    if not tenant and token == session.session_of(websocket):
+        tenant = websocket.cookies.get(session.TENANT_COOKIE)
     if tenant:
         actor = await roost.identity.act_in_tenant(actor, tenant)
     return actor

@@ -1,0 +1,86 @@
+"""Signing in and out of the console, CSRF on cookie-authenticated changes, tenant switch."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.console.conftest import Console
+from tests.support import ADMIN_PASSWORD, Api, RoostServer, assert_problem
+
+
+def test_pages_send_a_signed_out_browser_to_sign_in(console: Console) -> None:
+    console.goto("/devices?site=berlin")
+    assert console.page.url.startswith(console.server.url + "/login?next=")
+    console.page.get_by_label("Username").fill("admin")
+    console.page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    console.page.get_by_role("button", name="Sign in").click()
+    console.page.wait_for_url("**/devices?site=berlin")
+    assert console.foreign_requests() == []
+
+
+def test_a_wrong_password_is_told_on_the_sign_in_page(console: Console) -> None:
+    console.goto("/login")
+    console.page.get_by_label("Username").fill("admin")
+    console.page.get_by_label("Password").fill("not-the-password")
+    console.page.get_by_role("button", name="Sign in").click()
+    alert = console.page.get_by_role("alert")
+    assert "invalid username or password" in alert.inner_text()
+    cookies = {c["name"] for c in console.context.cookies()}
+    assert "roost_session" not in cookies
+
+
+def test_session_cookie_is_http_only_and_strict(console: Console) -> None:
+    console.sign_in()
+    (cookie,) = [c for c in console.context.cookies() if c["name"] == "roost_session"]
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert console.page.evaluate("document.cookie") == ""
+
+
+def test_sign_out_ends_the_session(console: Console) -> None:
+    console.sign_in()
+    (cookie,) = [c for c in console.context.cookies() if c["name"] == "roost_session"]
+    console.page.get_by_role("button", name="Sign out").click()
+    console.page.wait_for_url("**/login")
+    console.goto("/")
+    assert "/login" in console.page.url
+    # The token the cookie held no longer works anywhere, even replayed by another client.
+    with Api(console.server.url, cookie["value"]) as api:
+        assert_problem(api.get("/api/v1/devices"), 401)
+
+
+def test_the_api_takes_the_cookie_but_a_change_needs_the_csrf_token(
+    console_server: RoostServer,
+) -> None:
+    with httpx.Client(base_url=console_server.url) as client:
+        resp = client.post(
+            "/login",
+            data={"username": "admin", "password": ADMIN_PASSWORD, "next": "/"},
+            follow_redirects=False,
+        )
+        assert resp.status_code == 303, resp.text
+        assert client.get("/api/v1/devices").status_code == 200
+        refused = client.post("/api/v1/sites", json={"id": "csrf-site", "name": "x"})
+        assert_problem(refused, 403, "X-CSRF-Token")
+        wrong = client.post(
+            "/api/v1/sites", json={"id": "csrf-site", "name": "x"}, headers={"X-CSRF-Token": "0"}
+        )
+        assert_problem(wrong, 403, "X-CSRF-Token")
+        page = client.get("/").text
+        token = page.split('name="csrf-token" content="')[1].split('"')[0]
+        made = client.post(
+            "/api/v1/sites", json={"id": "csrf-site", "name": "x"}, headers={"X-CSRF-Token": token}
+        )
+        assert made.status_code == 201, made.text
+
+
+def test_next_never_leaves_the_server(console_server: RoostServer) -> None:
+    with httpx.Client(base_url=console_server.url) as client:
+        for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+            resp = client.post(
+                "/login",
+                data={"username": "admin", "password": ADMIN_PASSWORD, "next": target},
+                follow_redirects=False,
+            )
+            assert resp.status_code == 303
+            assert resp.headers["location"] == "/", target
