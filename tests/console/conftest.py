@@ -7,17 +7,21 @@ page makes is recorded, so a test can check that nothing left for another host.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.support import ADMIN_PASSWORD, Api, RoostServer, admin_client, free_port, skip_or_fail
+
+T = TypeVar("T")
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -36,9 +40,14 @@ def chromium_path() -> str | None:
     return os.environ.get("ROOST_TEST_CHROMIUM") or shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module.
+
+    Not per session: Playwright's sync API keeps its event loop marked as running in the main
+    thread while it is open, so ``asyncio.run`` (and every pytest-asyncio test of later modules)
+    would fail. A console test that needs asyncio runs it in a thread (:func:`run_async`).
+    """
     executable = chromium_path()
     if executable is None:
         skip_or_fail("chromium is not installed (make system-deps installs it)")
@@ -52,6 +61,12 @@ def browser() -> Iterator[Any]:
         )
         yield browser
         browser.close()
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end on a loop of its own thread (see :func:`browser`)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @dataclass

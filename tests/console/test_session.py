@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import websockets
+from websockets.exceptions import InvalidStatus
 
-from tests.console.conftest import Console
+from tests.console.conftest import Console, run_async
 from tests.support import ADMIN_PASSWORD, Api, RoostServer, assert_problem
 
 
@@ -84,3 +86,37 @@ def test_next_never_leaves_the_server(console_server: RoostServer) -> None:
             )
             assert resp.status_code == 303
             assert resp.headers["location"] == "/", target
+
+
+def _signed_in_cookie(server: RoostServer) -> str:
+    with httpx.Client(base_url=server.url) as client:
+        resp = client.post(
+            "/login",
+            data={"username": "admin", "password": ADMIN_PASSWORD, "next": "/"},
+            follow_redirects=False,
+        )
+        assert resp.status_code == 303, resp.text
+        return resp.cookies["roost_session"]
+
+
+def test_the_live_stream_takes_the_cookie_only_from_our_own_pages(
+    console_server: RoostServer,
+) -> None:
+    cookie = _signed_in_cookie(console_server)
+    url = console_server.url.replace("http://", "ws://") + "/api/v1/ws/stream"
+    host = console_server.url.removeprefix("http://")
+
+    async def attempt(origin: str) -> bool:
+        try:
+            async with websockets.connect(
+                url, additional_headers={"Cookie": f"roost_session={cookie}"}, origin=origin
+            ) as ws:
+                await ws.ping()
+                return True
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 401, exc.response.status_code
+            return False
+
+    assert run_async(attempt(f"http://{host}")) is True
+    # A page of another site cannot ride on the browser's cookie (cross-site WebSocket hijacking).
+    assert run_async(attempt("http://evil.example")) is False

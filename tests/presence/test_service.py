@@ -138,3 +138,35 @@ async def test_a_chatty_device_is_saved_only_when_needed_and_never_goes_offline_
     assert now["status"] == "offline"
     assert now["since"] == start + timedelta(seconds=90)
     assert now["last_seen_at"] == start + timedelta(seconds=60)
+
+
+async def test_recently_offline_lists_devices_lost_since_a_time_newest_first(
+    roost: tuple[Roost, Clock],
+) -> None:
+    running, clock = roost
+    actor = local_admin()
+    start = clock.now
+    for name in ("early", "late", "stays", "silent"):
+        await running.devices.create(actor, {"id": name, "heartbeat_interval_s": 10})
+    identities = {name: await _identity(running, name) for name in ("early", "late", "stays")}
+    presence = running.presence
+    for name, at in (("early", 0), ("late", 100), ("stays", 100)):
+        clock.now = start + timedelta(seconds=at)
+        presence.activity(identities[name].device_pk, int(clock.now.timestamp() * 1e9))
+        await presence.sweep()
+    clock.now = start + timedelta(seconds=200)  # "stays" is heard again: online
+    presence.activity(identities["stays"].device_pk, int(clock.now.timestamp() * 1e9))
+    await presence.sweep()
+
+    page = await presence.recently_offline(actor, start, PageRequest(limit=10))
+    assert [(d["device_id"], d["offline_since"]) for d in page.items] == [
+        ("late", start + timedelta(seconds=130)),
+        ("early", start + timedelta(seconds=30)),
+    ]
+    assert page.total == 2
+    later = await presence.recently_offline(
+        actor, start + timedelta(seconds=60), PageRequest(limit=10)
+    )
+    assert [d["device_id"] for d in later.items] == ["late"]
+    other = await presence.recently_offline(local_admin("elsewhere"), start, PageRequest(limit=10))
+    assert other.total == 0

@@ -27,19 +27,17 @@ from roost.cli.common import (
 from roost.config import Settings
 from roost.credentials.keys import sas
 from roost.errors import InvalidInput, NotFound
+from roost.provisioning.service import BUNDLE_FORMAT, MAX_BUNDLE_DEVICES
 from roost.runtime import Roost
 
 logger = logging.getLogger(__name__)
 
 app = group("provision", "Provisioning: offline bundles of device credentials.")
 
-BUNDLE_FORMAT = "roost-bundle/1"
 # What ``roost serve`` writes into its data dir at start: where it listens, for bundles.
 ENDPOINTS_FILE = "endpoints.json"
 # Listen addresses that name every interface: no device can dial them.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-# Devices one bundle may hold: a store's worth, and a file an operator can still read.
-MAX_BUNDLE_DEVICES = 1000
 
 
 def _device_ids(device_id: str | None, count: int | None, prefix: str | None) -> list[str]:

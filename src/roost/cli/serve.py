@@ -206,7 +206,7 @@ def serve(
                 summary = await load_demo(roost)
                 typer.echo(summary)
             base = f"http://{settings.http_host}:{settings.http_port}"
-            typer.echo(f"Roost {base}  (API {base}/api/v1, docs {base}/docs)")
+            typer.echo(f"Console {base}/  (API {base}/api/v1, docs {base}/docs)")
             if roost.generated_admin_password:
                 typer.echo(
                     f"Admin login: admin / {roost.generated_admin_password}  (shown once; "

@@ -544,7 +544,7 @@ class PresenceService:
         items = [{"at": r.at, "status": r.status, "reason": r.reason} for r in rows]
         return Page(items, total, page.limit, page.offset)
 
-    async def summary(self, actor: Actor, query: DeviceQuery) -> dict[str, Any]:
+    async def summary(self, actor: Actor, query: DeviceQuery = DeviceQuery()) -> dict[str, Any]:
         """Device counts by status, and by status within each site, model and firmware."""
         actor.require(Role.VIEWER)
         async with self.db.read() as conn:
@@ -580,6 +580,43 @@ class PresenceService:
                     buckets.values(), key=lambda b: (b[column.name] is None, b[column.name] or "")
                 )
         return out
+
+    async def recently_offline(
+        self, actor: Actor, since: datetime, page: PageRequest
+    ) -> Page[dict[str, Any]]:
+        """Devices offline now that went offline at or after ``since``, the latest first."""
+        actor.require(Role.VIEWER)
+        where = (
+            (devices.c.tenant_id == actor.tenant_id)
+            & (devices.c.presence == "offline")
+            & (devices.c.presence_since >= since)
+        )
+        async with self.db.read() as conn:
+            total = (
+                await conn.execute(sa.select(sa.func.count()).select_from(devices).where(where))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        devices.c.id,
+                        devices.c.name,
+                        devices.c.site_id,
+                        devices.c.model_id,
+                        devices.c.presence_since,
+                        devices.c.last_seen_at,
+                    )  # fmt: skip
+                    .where(where)
+                    .order_by(devices.c.presence_since.desc(), devices.c.id)
+                    .limit(page.limit)
+                    .offset(page.offset)
+                )
+            ).all()
+        items = [
+            {"device_id": r.id, "name": r.name, "site_id": r.site_id, "model_id": r.model_id,
+             "offline_since": r.presence_since, "last_seen_at": r.last_seen_at}
+            for r in rows
+        ]  # fmt: skip
+        return Page(items, total, page.limit, page.offset)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@
  *   <button data-api="/api/v1/jobs/j1/cancel" data-method="POST" data-confirm="Cancel job?" data-then="reload">
  *
  * Field types (data-type): text (default), int, float, bool (checkbox), json, list (commas or lines),
- * time (a datetime-local value sent as RFC 3339 UTC). A dotted name ("rollout.rate") makes nested
- * objects. Empty fields are left out unless data-empty="null" (sends null) or "keep" ("").
+ * time (a datetime-local value sent as RFC 3339 UTC), pairs ("key=value" items as an object). A dotted name ("rollout.rate") makes nested
+ * objects (a numeric part, "abort.0.failure_type", makes a list); a <select multiple> sends a list
+ * of its chosen values. Empty fields are left out unless data-empty="null" (sends null) or "keep" ("").
  * data-then: reload | go:/path/{field of the answer} | event:name | none.
  * data-collect="select" on a form adds the values of the checked <input name="select"> boxes as the
  * field named by data-collect-as (a list). A failed call shows the API's problem in the form's
@@ -30,7 +31,8 @@
     const parts = path.split(".");
     let node = target;
     for (let i = 0; i < parts.length - 1; i++) {
-      if (typeof node[parts[i]] !== "object" || node[parts[i]] === null) node[parts[i]] = {};
+      // A numeric next part ("abort.0.failure_type") makes a list (jobs' abort and retry rules).
+      if (typeof node[parts[i]] !== "object" || node[parts[i]] === null) node[parts[i]] = /^\d+$/.test(parts[i + 1]) ? [] : {};
       node = node[parts[i]];
     }
     node[parts[parts.length - 1]] = value;
@@ -43,6 +45,11 @@
   function fieldValue(el) {
     const type = el.dataset.type || "text";
     if (type === "bool") return el.checked;
+    // <select multiple>: the chosen values as a list (none chosen: left out).
+    if (el.type === "select-multiple") {
+      const chosen = Array.from(el.selectedOptions).map((o) => o.value);
+      return chosen.length ? chosen : undefined;
+    }
     const raw = el.value;
     if (raw === "" || raw === undefined) {
       if (el.dataset.empty === "null") return null;
@@ -64,6 +71,16 @@
         try { return JSON.parse(raw); } catch (e) { throw new FieldError(el.name, "is not valid JSON: " + e.message); }
       case "list":
         return raw.split(/[\n,]/).map((s) => s.trim()).filter((s) => s.length);
+      case "pairs": {
+        // "key=value" items (commas or lines) as an object, e.g. tags: store=berlin, floor=2.
+        const out = {};
+        for (const item of raw.split(/[\n,]/).map((s) => s.trim()).filter((s) => s.length)) {
+          const at = item.indexOf("=");
+          if (at < 1) throw new FieldError(el.name, "must be key=value items, not " + JSON.stringify(item));
+          out[item.slice(0, at).trim()] = item.slice(at + 1).trim();
+        }
+        return out;
+      }
       case "time": {
         const d = new Date(raw.endsWith("Z") || /[+-]\d\d:\d\d$/.test(raw) ? raw : raw + "Z");
         if (isNaN(d)) throw new FieldError(el.name, "is not a time");
@@ -173,7 +190,8 @@
     if (form.dataset.wrap) body = { [form.dataset.wrap]: body };
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     const method = (form.dataset.method || "POST").toUpperCase();
-    let url = form.dataset.api;
+    // A {name} in data-api is the value of the form's field of that name (mark it data-skip).
+    let url = form.dataset.api.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent((form.elements[k] || {}).value || ""));
     if (method === "GET" || method === "DELETE") {
       const query = new URLSearchParams();
       for (const [k, v] of Object.entries(body)) if (v !== null && v !== undefined) query.append(k, v);

@@ -25,7 +25,8 @@ from roost.store.database import Database
 from roost.store.queries import fetch_one
 from roost.telemetry.consumers.service import scope_of
 from roost.telemetry.engine.base import AGGREGATES, TimeSeriesStore
-from roost.telemetry.engine.batch import DecodedBatch, slot_value
+from roost.telemetry.engine.batch import DecodedBatch, decode, slot_value
+from roost.telemetry.engine.tables import ts_log
 from roost.telemetry.queries.buckets import bucket_count, bucket_edges
 
 # One answer of raw points: enough for a chart, small enough for one response.
@@ -35,6 +36,13 @@ MAX_POINTS = 100_000
 MAX_BUCKETS = 10_000
 # Devices one fleet-wide latest answer may cover.
 MAX_FLEET_DEVICES = 20_000
+# The ingest rate is measured over at most this much of the recent log (the console's overview).
+RATE_WINDOW_S = 60.0
+# Log rows (committed batches) read at most for one rate: under heavy ingest a batch holds
+# thousands of points, so the window then shrinks to the newest rows and the cost stays bounded.
+RATE_MAX_ROWS = 200
+# Log rows read per query while walking back from the newest.
+_RATE_CHUNK = 50
 _FOREVER = 2**63 - 1
 _BEGINNING = -(2**63)
 _INTERVAL = re.compile(r"(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d|w)?")
@@ -472,6 +480,51 @@ class TelemetryService:
             "items": [{"device_id": d, "sensors": fleet[d]} for d in sorted(fleet)],
             "total": len(fleet),
         }
+
+    async def ingest_rate(self, actor: Actor, window_s: float = RATE_WINDOW_S) -> dict[str, Any]:
+        """The tenant's telemetry points per second, over the newest log rows of the window.
+
+        Counted from the ingest log (committed batches), newest first, reading at most
+        :data:`RATE_MAX_ROWS` rows: ``window_s`` in the answer is the time actually covered.
+        """
+        actor.require(Role.VIEWER)
+        now = time.time_ns()
+        cutoff = now - int(window_s * 1e9)
+        counted: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        oldest = cutoff
+        before: int | None = None
+        read = 0
+        async with self.db.read() as conn:
+            while read < RATE_MAX_ROWS:
+                stmt = sa.select(ts_log.c.first_offset, ts_log.c.committed_ns, ts_log.c.data)
+                if before is not None:
+                    stmt = stmt.where(ts_log.c.first_offset < before)
+                rows = (
+                    await conn.execute(
+                        stmt.order_by(ts_log.c.first_offset.desc()).limit(
+                            min(_RATE_CHUNK, RATE_MAX_ROWS - read)
+                        )
+                    )
+                ).all()
+                fresh = [row for row in rows if row.committed_ns >= cutoff]
+                for row in fresh:
+                    series, counts = np.unique(decode(row.data).series, return_counts=True)
+                    counted.append((series, counts))
+                read += len(fresh)
+                if len(fresh) < len(rows) or not rows:
+                    break  # reached the window's start, or the log's
+                before = rows[-1].first_offset
+                if read >= RATE_MAX_ROWS:
+                    oldest = rows[-1].committed_ns  # cut short: the window is what was read
+        await self.directory.resolve([int(pk) for s, _ in counted for pk in s], ())
+        points = 0
+        for series, counts in counted:
+            for pk, n in zip(series.tolist(), counts.tolist(), strict=True):
+                info = self.directory.series(pk)
+                if info is not None and info.tenant_id == actor.tenant_id:
+                    points += n
+        seconds = max((now - oldest) / 1e9, 1e-3)
+        return {"points": points, "window_s": seconds, "points_per_s": points / seconds}
 
     async def events(
         self,
