@@ -109,7 +109,9 @@ class PresenceService:
         self._seen[device_pk] = recv_ns
         if items and recv_ns - self._sampled.get(device_pk, 0) >= _SKEW_SAMPLE_NS:
             self._sampled[device_pk] = recv_ns
-            item = items[0]
+            # The newest item of a batch sent in time order: a batch that carries hours of
+            # stored points would otherwise read its oldest point as the device's clock.
+            item = items[-1]
             if isinstance(item, dict):
                 try:
                     device_ns = item_timestamp(item, -1)
