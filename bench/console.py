@@ -57,11 +57,12 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+CHROMIUM = "/usr/bin/chromium"
 CHART_DEVICE = "bench-chart"
 SENSOR = "temperature"
 WEEK_S = 7 * 86_400
 BATCH = 5_000
-CHART = f'[data-sensor="{SENSOR}"]'
+CHART = f'[data-roost-chart][data-sensor="{SENSOR}"]'
 
 
 def fleet(count: int) -> list[dict[str, Any]]:
@@ -142,7 +143,12 @@ def timed_goto(page: Any, url: str, ready: str, timeout_ms: int = 30_000) -> flo
     return (time.perf_counter() - start) * 1000
 
 
-def measure(roost: RoostProcess, browser: Any, args: Any, results: Results, label: str) -> None:
+def prepare(roost: RoostProcess, args: Any, results: Results, label: str) -> str:
+    """The fleet and the week of points; the chart device's token.
+
+    Done before Playwright starts: its sync API keeps an event loop running in this thread,
+    and the setup's asyncio calls could not run beside it.
+    """
     roost.import_devices([*fleet(args.devices), {"id": CHART_DEVICE, "name": "Chart device"}])
     (token,) = roost.device_tokens([CHART_DEVICE])
     started = time.perf_counter()
@@ -151,6 +157,24 @@ def measure(roost: RoostProcess, browser: Any, args: Any, results: Results, labe
         f"{label}: {args.devices:,} devices registered, {args.points:,} points of {CHART_DEVICE}/"
         f"{SENSOR} loaded in {time.perf_counter() - started:.1f} s"
     )
+    return token
+
+
+def measure(roost: RoostProcess, args: Any, results: Results, label: str) -> None:
+    token = prepare(roost, args, results, label)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            measure_in(browser, roost, token, args, results, label)
+        finally:
+            browser.close()
+
+
+def measure_in(
+    browser: Any, roost: RoostProcess, token: str, args: Any, results: Results, label: str
+) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
@@ -187,7 +211,7 @@ def measure(roost: RoostProcess, browser: Any, args: Any, results: Results, labe
 
         # Live point: PUBACK → on the chart.
         timed_goto(page, f"{roost.url}/devices/{CHART_DEVICE}/telemetry?range=1h", drawn)
-        page.wait_for_selector('[data-live="connected"]', timeout=10_000)
+        page.wait_for_selector('[data-live-status][data-state="live"]', timeout=10_000)
         device = LiveDevice(roost, token)
         lags = []
         try:
@@ -226,33 +250,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.devices, args.points, args.runs, args.live = 500, 20_000, 2, 3
-    chromium = shutil.which("chromium")
-    if chromium is None:
+    if not shutil.which(CHROMIUM):
         print("chromium is not installed: make system-deps", file=sys.stderr)
         return 2
-    from playwright.sync_api import sync_playwright
-
     results = Results("console", "The operator console in Chromium")
     print(f"load average at start: {load_average():.2f}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        try:
-            for backend in args.backends.split(","):
-                if backend == "sqlite":
-                    with RoostProcess(mqtt=True) as roost:
-                        measure(roost, browser, args, results, "SQLite")
-                        if roost.unhandled_errors():
-                            results.fail("SQLite server logged errors")
-                elif backend == "postgresql":
-                    with fresh_postgres(args.pg_url) as url, NatsServer() as nats:
-                        with RoostProcess(database_url=url, bus_url=nats.url, mqtt=True) as roost:
-                            measure(roost, browser, args, results, "PostgreSQL + NATS")
-                            if roost.unhandled_errors():
-                                results.fail("PostgreSQL server logged errors")
-                else:
-                    parser.error(f"unknown backend {backend!r}")
-        finally:
-            browser.close()
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            with RoostProcess(mqtt=True) as roost:
+                measure(roost, args, results, "SQLite")
+                if roost.unhandled_errors():
+                    results.fail("SQLite server logged errors")
+        elif backend == "postgresql":
+            with fresh_postgres(args.pg_url) as url, NatsServer() as nats:
+                with RoostProcess(database_url=url, bus_url=nats.url, mqtt=True) as roost:
+                    measure(roost, args, results, "PostgreSQL + NATS")
+                    if roost.unhandled_errors():
+                        results.fail("PostgreSQL server logged errors")
+        else:
+            parser.error(f"unknown backend {backend!r}")
     print(f"load average at end: {load_average():.2f}")
     results.write(args.json)
     return results.exit_code()
