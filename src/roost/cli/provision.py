@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,10 +24,8 @@ from roost.cli.common import (
     tenant_actor,
 )
 from roost.config import Settings
-from roost.credentials.keys import sas
-from roost.errors import InvalidInput, NotFound
-from roost.provisioning.service import BUNDLE_FORMAT, MAX_BUNDLE_DEVICES
-from roost.runtime import Roost
+from roost.errors import InvalidInput
+from roost.provisioning.bundles import MAX_BUNDLE_DEVICES, Endpoints, make_bundle, numbered_ids
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +49,7 @@ def _device_ids(device_id: str | None, count: int | None, prefix: str | None) ->
         raise typer.BadParameter("give a DEVICE_ID or --count, not both", param_hint="--count")
     if not prefix:
         raise typer.BadParameter("--count needs --prefix", param_hint="--prefix")
-    width = max(3, len(str(count)))
-    return [f"{prefix}{n:0{width}d}" for n in range(1, count + 1)]
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    """Where devices reach a server: its API URL, MQTT host and ports (None: turned off)."""
-
-    api_url: str
-    mqtt_host: str
-    mqtt_port: int | None
-    mqtts_port: int | None
-    https_url: str | None
+    return numbered_ids(prefix, count)
 
 
 def record_endpoints(
@@ -143,56 +128,6 @@ def resolve_endpoints(
         mqtts_port=port(mqtts_port, "mqtts_port", settings.mqtts_port),
         https_url=None if https_port is None else f"https://{host}:{https_port}",
     )
-
-
-async def _bundle(
-    roost: Roost,
-    tenant: str,
-    ids: list[str],
-    site: str | None,
-    group_ids: list[str],
-    endpoints: Endpoints,
-) -> dict[str, Any]:
-    actor = await tenant_actor(roost, tenant)
-    entries = []
-    for device_id in ids:
-        try:
-            await roost.devices.get(actor, device_id)
-            created = False
-        except NotFound:
-            await roost.devices.create(
-                actor, {"id": device_id, "site_id": site, "group_ids": group_ids}
-            )
-            created = True
-        token_row, token = await roost.credentials.issue_token(
-            actor, device_id, name="offline bundle"
-        )
-        key_row, key = await roost.keys.create_key(actor, device_id, "offline bundle")
-        entries.append(
-            {
-                "device_id": device_id,
-                "created": created,
-                "token_id": token_row["id"],
-                "token": token,
-                "key_id": key_row["id"],
-                "key": key,
-                "sas_resource": sas.device_resource(actor.tenant_id, device_id),
-            }
-        )
-    return {
-        "format": BUNDLE_FORMAT,
-        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "tenant_id": actor.tenant_id,
-        "api_url": endpoints.api_url,
-        "https_url": endpoints.https_url,
-        "mqtt": {
-            "host": endpoints.mqtt_host,
-            "port": endpoints.mqtt_port,
-            "tls_port": endpoints.mqtts_port,
-        },
-        "ca_certificate": await roost.certificates.ca_pem(),
-        "devices": entries,
-    }
 
 
 @app.command(
@@ -282,7 +217,15 @@ def bundle(
                 mqtt_port=mqtt_port,
                 mqtts_port=mqtts_port,
             )
-            return await _bundle(roost, tenant, ids, site, list(group_ids or []), endpoints)
+            actor = await tenant_actor(roost, tenant)
+            return await make_bundle(
+                roost,
+                actor,
+                ids,
+                site_id=site,
+                group_ids=list(group_ids or []),
+                endpoints=endpoints,
+            )
 
     document = run(work())
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC

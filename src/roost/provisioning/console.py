@@ -16,13 +16,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from roost.console.web import ConsoleRoute, Page, PageDep
 from roost.credentials.keys import sas
-from roost.provisioning.service import (
-    BUNDLE_FORMAT,
-    ENROLLMENT_SORTS,
-    HASH_SORTS,
-    MAX_BUNDLE_DEVICES,
-    MAX_HASHES_PER_UPLOAD,
-)
+from roost.provisioning.bundles import BUNDLE_FORMAT, MAX_BUNDLE_DEVICES
+from roost.provisioning.service import ENROLLMENT_SORTS, HASH_SORTS, MAX_HASHES_PER_UPLOAD
 from roost.store.queries import PageRequest
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Protocol
+from urllib.parse import urlsplit
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import Field
 
+from roost.config import Settings
 from roost.core.ids import SLUG_PATTERN
 from roost.core.limits import DeviceLimits
 from roost.credentials.certificates.ca import read_csr
 from roost.credentials.certificates.service import CertificateService
-from roost.errors import AuthenticationFailed, PermissionDenied
+from roost.errors import AuthenticationFailed, InvalidInput, PermissionDenied
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.http.params import sortable
+from roost.provisioning.bundles import (
+    MAX_BUNDLE_DEVICES,
+    BundleServices,
+    Endpoints,
+    make_bundle,
+    numbered_ids,
+)
 from roost.provisioning.service import (
     ENROLLMENT_SORTS,
     HASH_SORTS,
@@ -27,8 +37,11 @@ from roost.provisioning.service import (
 from roost.store.queries import Page
 
 
-class Services(Protocol):
+class Services(BundleServices, Protocol):
     """What the provisioning routes use of the running Roost."""
+
+    @property
+    def settings(self) -> Settings: ...
 
     @property
     def certificates(self) -> CertificateService: ...
@@ -151,6 +164,112 @@ class HashesCreated(s.Out):
     """The stored hashes."""
 
     items: list[HashOut]
+
+
+class BundleIn(s.Body):
+    """Devices of an offline bundle: ``device_ids``, or ``count`` numbered ids after ``prefix``;
+    the missing ones are created in ``site_id`` and ``group_ids``."""
+
+    device_ids: list[str] = Field(default_factory=list, max_length=MAX_BUNDLE_DEVICES)
+    count: int | None = Field(default=None, ge=1, le=MAX_BUNDLE_DEVICES, strict=True)
+    prefix: str | None = Field(default=None, min_length=1, max_length=100)
+    site_id: str | None = None
+    group_ids: list[str] = Field(default_factory=list)
+    api_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="The API the devices reach (default: the address this request came to)",
+        json_schema_extra=s.documented(pattern="^https?://[^/?#]+"),
+    )
+    mqtt_host: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Default: the API URL's host"
+    )
+
+
+class BundleDevice(s.Out):
+    """One device of a bundle with its fresh credentials (secrets, shown this once)."""
+
+    device_id: str
+    created: bool
+    token_id: str
+    token: str
+    key_id: str
+    key: str
+    sas_resource: str
+
+
+class BundleMqtt(s.Out):
+    """Where devices reach the MQTT gateway (a port is null when that listener is off)."""
+
+    host: str
+    port: int | None
+    tls_port: int | None
+
+
+class BundleOut(s.Out):
+    """An offline bundle: endpoints, the CA certificate and each device's credentials."""
+
+    format: str
+    created_at: str
+    tenant_id: str
+    api_url: str
+    https_url: str | None
+    mqtt: BundleMqtt
+    ca_certificate: str
+    devices: list[BundleDevice]
+
+
+# -- offline bundles -------------------------------------------------------------------------
+
+
+@router.post(
+    "/provisioning/bundles",
+    status_code=201,
+    response_model=BundleOut,
+    operation_id="make_bundle",
+    responses=ERRORS,
+    summary="Make an offline bundle: endpoints, CA and fresh credentials of devices",
+)
+async def make_offline_bundle(
+    roost: RoostDep, actor: ActorDep, body: BundleIn, request: Request
+) -> Response:
+    """The bundle ``roost provision bundle`` writes, as a download: it holds secrets (each
+    device's new token and SAS key), so it is answered once and never cached."""
+    if body.count is not None:
+        if body.device_ids or not body.prefix:
+            raise InvalidInput("give device_ids, or count with prefix")
+        ids = numbered_ids(body.prefix, body.count)
+    elif body.prefix is not None:
+        raise InvalidInput("prefix goes with count")
+    else:
+        ids = body.device_ids
+    api_url = (body.api_url or str(request.base_url)).rstrip("/")
+    parts = urlsplit(api_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InvalidInput(f"api_url must be an http(s) URL with a host, not {api_url!r}")
+    settings = roost.settings
+    endpoints = Endpoints(
+        api_url=api_url,
+        mqtt_host=body.mqtt_host or parts.hostname,
+        mqtt_port=settings.mqtt_port or None,
+        mqtts_port=settings.mqtts_port or None,
+        https_url=f"https://{parts.hostname}:{settings.https_port}"
+        if settings.https_port
+        else None,
+    )
+    bundle = await make_bundle(
+        roost, actor, ids, site_id=body.site_id, group_ids=body.group_ids, endpoints=endpoints
+    )
+    stamp = bundle["created_at"].replace(":", "").replace("-", "")[:15]
+    return Response(
+        orjson.dumps(bundle, option=orjson.OPT_INDENT_2),
+        status_code=201,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="roost-bundle-{stamp}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 # -- enrollment groups ---------------------------------------------------------------------

@@ -61,10 +61,6 @@ BOOTSTRAP_MAX_FAILURES = 10
 BOOTSTRAP_FAILURE_WINDOW_S = 300.0
 # Hashes per upload (one request, one transaction).
 MAX_HASHES_PER_UPLOAD = 1000
-# Offline bundles (``roost provision bundle``): the file format's name, and the devices one may
-# hold: a store's worth, and a file an operator can still read.
-BUNDLE_FORMAT = "roost-bundle/1"
-MAX_BUNDLE_DEVICES = 1000
 ENROLLMENT_SORTS = ("id", "created_at", "updated_at")
 HASH_SORTS = ("created_at", "used_at", "hint")
 HASH_REFUSED = "this attestation hash is not accepted (unknown, or used already)"
