@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from playwright.sync_api import expect
 
 from roost.credentials.keys import sas
@@ -213,11 +216,106 @@ def test_a_viewer_sees_provisioning_but_no_write_actions(
         "/provisioning/enrollments",
         f"/provisioning/enrollments/{enrollment['id']}",
         "/provisioning/attestations",
+        "/provisioning/bundles",
     ):
         console.goto(path)
         expect(page.locator("main h1")).to_be_visible()
         expect(page.locator("[data-api]")).to_have_count(0)
         expect(page.get_by_role("button", name="Remove")).to_have_count(0)
+    console.goto("/provisioning/bundles")
+    expect(page.get_by_role("heading", name="What a bundle is")).to_be_visible()
+    expect(page.locator("#bundle-form")).to_have_count(0)
+    expect(page.get_by_role("button", name="Make and download the bundle")).to_have_count(0)
     console.goto("/provisioning/enrollments")
     expect(page.get_by_role("link", name=enrollment["id"])).to_be_visible()
+    assert console.foreign_requests() == []
+
+
+def test_a_bundle_made_in_the_form_is_downloaded_and_its_devices_exist(
+    console: Console, console_api: Api, console_server: RoostServer
+) -> None:
+    site = created(console_api, "/sites", {"id": unique("site"), "name": "Store"})["id"]
+    group = created(console_api, "/groups", {"id": unique("grp"), "name": "Tills"})["id"]
+    ids = [unique("till"), unique("till")]
+    console.sign_in()
+    console.goto("/provisioning/bundles")
+    page = console.page
+    form = page.locator("#bundle-form")
+    api_url = form.get_by_label("API URL the devices will use")
+    expect(api_url).to_have_value(console_server.url)
+    expect(api_url).to_have_accessible_description(re.compile("address devices reach"))
+    form.get_by_label("Device ids (commas or lines)").fill("\n".join(ids))
+    form.get_by_label("Site of new devices").fill(site)
+    form.get_by_label("Static groups of new devices").fill(group)
+    with page.expect_download() as info:
+        form.get_by_role("button", name="Make and download the bundle").click()
+    download = info.value
+    assert re.fullmatch(r"roost-bundle-\d{8}T\d{6}\.json", download.suggested_filename)
+    bundle = orjson.loads(Path(download.path()).read_bytes())
+
+    assert bundle["api_url"] == console_server.url and bundle["format"] == "roost-bundle/1"
+    assert [d["device_id"] for d in bundle["devices"]] == ids
+    assert all(d["created"] is True and d["token"] and d["key"] for d in bundle["devices"])
+    assert bundle["ca_certificate"] == console_api.get(f"{V1}/ca").json()["certificate"]
+    made = page.locator("#bundle-made")
+    expect(made).to_be_visible()
+    expect(made.get_by_role("status")).to_have_text(
+        f"{download.suggested_filename}: 2 devices, 2 created."
+    )
+    expect(made).to_contain_text("Keep the file safe")
+    expect(made.get_by_role("link", name=ids[0])).to_be_visible()
+    for device_id in ids:
+        device = console_api.get(f"{V1}/devices/{device_id}").json()
+        assert device["site_id"] == site and device["groups"] == [group]
+    # The downloaded token opens the server.
+    resp = httpx.post(
+        f"{console_server.url}{V1}/telemetry",
+        json={"sensor_id": "t", "value": 1.0},
+        headers={"Authorization": f"Bearer {bundle['devices'][0]['token']}"},
+    )
+    assert resp.status_code == 200, resp.text
+
+    # Again with one existing device and a number: the summary says what was made.
+    form.get_by_label("Device ids (commas or lines)").fill(ids[0])
+    form.get_by_label("…or a number of devices").fill("2")
+    form.get_by_label("Id prefix of numbered devices").fill("x-")
+    form.get_by_role("button", name="Make and download the bundle").click()
+    expect(form.get_by_role("alert")).to_contain_text("give device_ids, or count with prefix")
+    form.get_by_label("Device ids (commas or lines)").fill("")
+    prefix = unique("pos") + "-"
+    form.get_by_label("Id prefix of numbered devices").fill(prefix)
+    with page.expect_download() as info:
+        form.get_by_role("button", name="Make and download the bundle").click()
+    numbered = orjson.loads(Path(info.value.path()).read_bytes())
+    assert [d["device_id"] for d in numbered["devices"]] == [f"{prefix}001", f"{prefix}002"]
+    expect(made.get_by_role("status")).to_contain_text("2 devices, 2 created.")
+    assert console_api.get(f"{V1}/devices/{prefix}002").status_code == 200
+    assert console.foreign_requests() == []
+
+
+def test_a_refused_bundle_shows_the_apis_error_and_downloads_nothing(
+    console: Console, console_api: Api
+) -> None:
+    device_id = unique("till")
+    downloads: list[Any] = []
+    console.sign_in()
+    console.goto("/provisioning/bundles")
+    page = console.page
+    page.on("download", lambda download: downloads.append(download))
+    form = page.locator("#bundle-form")
+    form.get_by_label("Device ids (commas or lines)").fill(device_id)
+    form.get_by_label("Site of new devices").fill("no-such-site")
+    form.get_by_role("button", name="Make and download the bundle").click()
+    expected = console_api.post(
+        f"{V1}/provisioning/bundles", json={"device_ids": [device_id], "site_id": "no-such-site"}
+    ).json()
+    expect(form.get_by_role("alert")).to_contain_text(expected["detail"])
+
+    form.get_by_label("Site of new devices").fill("")
+    form.get_by_label("API URL the devices will use").fill("ftp://x")
+    form.get_by_role("button", name="Make and download the bundle").click()
+    expect(form.get_by_role("alert")).to_contain_text("api_url must be an http(s) URL")
+    expect(page.locator("#bundle-made")).to_be_hidden()
+    assert downloads == []
+    assert console_api.get(f"{V1}/devices/{device_id}").status_code == 404
     assert console.foreign_requests() == []

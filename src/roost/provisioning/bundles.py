@@ -18,6 +18,7 @@ from roost.credentials.keys.service import KeyService
 from roost.credentials.tokens.service import CredentialService
 from roost.errors import InvalidInput, NotFound
 from roost.inventory.devices.service import DeviceService
+from roost.inventory.service import check_id
 
 BUNDLE_FORMAT = "roost-bundle/1"
 # Devices one bundle may hold: a store's worth, and a file an operator can still read.
@@ -78,16 +79,22 @@ async def make_bundle(
         raise InvalidInput(f"a bundle holds at most {MAX_BUNDLE_DEVICES} devices")
     if len(set(device_ids)) != len(device_ids):
         raise InvalidInput("a device is named twice")
-    entries = []
+    for device_id in device_ids:
+        check_id(device_id, "device")
+    # Every missing device is made before any credential is issued, so a refused device (an
+    # unknown site or group) leaves no fresh secrets behind on the devices before it.
+    created: dict[str, bool] = {}
     for device_id in device_ids:
         try:
             await roost.devices.get(actor, device_id)
-            created = False
+            created[device_id] = False
         except NotFound:
             await roost.devices.create(
                 actor, {"id": device_id, "site_id": site_id, "group_ids": group_ids}
             )
-            created = True
+            created[device_id] = True
+    entries = []
+    for device_id in device_ids:
         token_row, token = await roost.credentials.issue_token(
             actor, device_id, name=CREDENTIAL_NAME
         )
@@ -95,7 +102,7 @@ async def make_bundle(
         entries.append(
             {
                 "device_id": device_id,
-                "created": created,
+                "created": created[device_id],
                 "token_id": token_row["id"],
                 "token": token,
                 "key_id": key_row["id"],

@@ -2,8 +2,9 @@
 
 Lists and records are read through :class:`~roost.provisioning.service.ProvisioningService`
 with the page's user, as ``GET /api/v1/enrollments`` and ``/attestation-hashes`` read them;
-every change is sent by the browser to those API routes. Offline bundles have no API route
-(``roost provision bundle`` writes them on the server), so their page composes that command.
+every change is sent by the browser to those API routes. An offline bundle is made by the
+browser at ``POST /api/v1/provisioning/bundles`` and saved as a file; the page also composes the
+``roost provision bundle`` command that writes one on the server (for air-gapped work).
 """
 
 from __future__ import annotations
@@ -114,12 +115,15 @@ def bundle_command(tenant_id: str, params: dict[str, str]) -> str | None:
 
 @router.get("/provisioning/bundles")
 async def bundles(page: PageDep) -> HTMLResponse:
-    """Offline bundles: what one holds and the server command that writes it."""
+    """Offline bundles: what one holds, a form that downloads one from the API (operators), and
+    the server command that writes one."""
     params = {key: value for key, value in page.request.query_params.items() if key != "csrf"}
+    choices: dict[str, Any] = await placement_choices(page) if page.can_operate else {}
     return page.render(
         "provisioning/bundles.html",
         params=params,
         command=bundle_command(page.actor.tenant_id, params),
         bundle_format=BUNDLE_FORMAT,
         max_devices=MAX_BUNDLE_DEVICES,
+        **choices,
     )
