@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import httpx
+import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
@@ -120,3 +124,43 @@ def test_the_live_stream_takes_the_cookie_only_from_our_own_pages(
     assert run_async(attempt(f"http://{host}")) is True
     # A page of another site cannot ride on the browser's cookie (cross-site WebSocket hijacking).
     assert run_async(attempt("http://evil.example")) is False
+
+
+def test_a_used_session_is_renewed_and_an_idle_one_ends(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Login tokens live 4 s here: a page past half of that renews the cookie's token.
+    server = RoostServer(
+        tmp_path_factory.mktemp("short-session"), env_overrides={"ROOST_TOKEN_TTL_S": "4"}
+    )
+    with server.running():
+        context = browser.new_context()
+        try:
+            tab = Console(server, context, context.new_page())
+            tab.sign_in()
+            first = _cookie(tab)
+            time.sleep(2.5)  # the point is the passing of time: past half the token's life
+            tab.goto("/devices")
+            renewed = _cookie(tab)
+            assert renewed != first
+            time.sleep(2.0)  # the first token has now expired; the renewed one has not
+            tab.goto("/inventory/sites")
+            assert "/login" not in tab.page.url
+            with Api(server.url, first) as api:
+                assert_problem(api.get("/api/v1/devices"), 401, "expired")
+            # A change made from the page (its CSRF token names the session, not the token).
+            made = tab.page.evaluate(
+                "Roost.api('POST', '/api/v1/sites', {id: 'renewed-site', name: 'R'})"
+            )
+            assert made["id"] == "renewed-site"
+            time.sleep(4.5)  # idle longer than a token lives: the session is over
+            tab.goto("/devices")
+            assert "/login" in tab.page.url
+        finally:
+            context.close()
+
+
+def _cookie(tab: Console) -> str:
+    (cookie,) = [c for c in tab.context.cookies() if c["name"] == "roost_session"]
+    value: str = cookie["value"]
+    return value

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from roost.console.web import NO_STORE, TEMPLATES, ConsoleRoute, PageDep
+from roost.console.web import NO_STORE, TEMPLATES, ConsoleRoute, PageDep, set_session_cookie
 from roost.errors import RoostError
 from roost.http import session
 
@@ -69,14 +69,7 @@ async def login(
     except RoostError as exc:
         return _login_form(request, error=exc.detail, status=exc.status)
     response = RedirectResponse(_local(next), status_code=303)
-    response.set_cookie(
-        session.SESSION_COOKIE,
-        result.token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    set_session_cookie(response, request, result.token)
     response.delete_cookie(session.TENANT_COOKIE, path="/")
     return response
 

@@ -81,6 +81,8 @@ class Page:
     actor: Actor
     csrf: str
     tenants: list[str] = field(default_factory=list)
+    # A fresh login token when the session passed half its life (sent back as the cookie).
+    renewed: str | None = None
 
     @property
     def can_operate(self) -> bool:
@@ -99,7 +101,10 @@ class Page:
     def render(self, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
         """The template rendered with the page's user, role and CSRF token."""
         body = TEMPLATES.env.get_template(template).render(page=self, **context)
-        return HTMLResponse(body, status_code=status, headers=NO_STORE)
+        response = HTMLResponse(body, status_code=status, headers=NO_STORE)
+        if self.renewed is not None:
+            set_session_cookie(response, self.request, self.renewed)
+        return response
 
 
 # Pages show live fleet data for one user: never cached or stored by the browser or a proxy.
@@ -169,6 +174,7 @@ async def console_page(request: Request) -> Page:
         actor = await roost.identity.authenticate(token)
     except AuthenticationFailed as exc:
         raise LoginRequired from exc
+    renewed = roost.identity.renew(actor, token)
     tenant = request.cookies.get(session.TENANT_COOKIE)
     tenants: list[str] = []
     if actor.is_superuser:
@@ -180,8 +186,23 @@ async def console_page(request: Request) -> Page:
         request=request,
         roost=roost,
         actor=actor,
+        # The same for a renewed token (it names the user's session, not the token).
         csrf=session.csrf_token(roost.identity.secret_key, token),
         tenants=tenants,
+        renewed=renewed[0] if renewed else None,
+    )
+
+
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    """Keep ``token`` as the browser's session: ``HttpOnly`` (no script reads it),
+    ``SameSite=Strict`` (no other site's page sends it), ``Secure`` over HTTPS."""
+    response.set_cookie(
+        session.SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
     )
 
 

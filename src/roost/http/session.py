@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import jwt
 from starlette.requests import HTTPConnection
 
 from roost.errors import PermissionDenied
@@ -25,8 +26,19 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def csrf_token(secret: str, session: str) -> str:
-    """The CSRF token belonging to ``session`` (stable for the session's life)."""
-    return hmac.new(secret.encode(), b"csrf|" + session.encode(), hashlib.sha256).hexdigest()
+    """The CSRF token of the login session ``session`` belongs to.
+
+    It names the user and the session epoch, not the token itself: the console renews the
+    cookie's token as it is used, and pages already open in other tabs keep a token that still
+    matches; logging out (a new epoch) changes it. The session token is verified where it is
+    used; here only its claims are read.
+    """
+    try:
+        claims = jwt.decode(session, options={"verify_signature": False})
+        subject = f"{claims['sub']}|{claims['sev']}"
+    except (jwt.InvalidTokenError, KeyError, TypeError):
+        subject = session
+    return hmac.new(secret.encode(), b"csrf|" + subject.encode(), hashlib.sha256).hexdigest()
 
 
 def session_of(connection: HTTPConnection) -> str | None:

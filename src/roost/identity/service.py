@@ -209,6 +209,27 @@ class IdentityService(TenantDirectory, UserDirectory, ApiKeyDirectory):
             user_id=row["id"],
         )
 
+    def renew(self, actor: Actor, token: str) -> tuple[str, datetime] | None:
+        """A fresh login token for ``token`` once half its life is over (the console's sliding
+        session: it ends after ``token_ttl_s`` without a page); None while it is young.
+
+        The new token keeps the session epoch, so logging out or a password change ends it too.
+        """
+        if actor.user_id is None or actor.api_key_id is not None:
+            return None
+        claims = verify_user_token(self.secret_key, token)
+        now = self.clock()
+        if (claims.expires_at - now).total_seconds() > self.settings.token_ttl_s / 2:
+            return None
+        return issue_user_token(
+            self.secret_key,
+            claims.user_id,
+            claims.tenant_id,
+            self.settings.token_ttl_s,
+            now=now,
+            session_epoch=claims.session_epoch,
+        )
+
     async def logout(self, actor: Actor) -> None:
         """End every login session of the caller: tokens issued until now stop working."""
         if actor.user_id is None or actor.api_key_id is not None:
