@@ -15,19 +15,36 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+T = TypeVar("T")
 
 ADMIN_PASSWORD = "admin-test-password"
 SECRET_KEY = "test-secret-key-for-forging-expired-tokens"
 PG_URL = os.environ.get("ROOST_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 NATS_URL = os.environ.get("ROOST_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end, on a thread of its own when this thread's loop is taken.
+
+    Playwright's sync API (the console's browser tests) keeps its event loop marked as running
+    in the main thread while a browser is open, and ``asyncio.run`` refuses to start there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def services_required() -> bool:
@@ -59,7 +76,7 @@ def postgres_reachable() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        run_coroutine(probe())
     except Exception as exc:  # any failure to connect means "not available here"
         return f"PostgreSQL not reachable at {PG_URL}: {exc}"
     return None
@@ -79,12 +96,12 @@ def fresh_postgres_database() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    run_coroutine(run(f'CREATE DATABASE "{name}"'))
     base, _, _ = PG_URL.rpartition("/")
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_coroutine(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass

@@ -7,21 +7,24 @@ page makes is recorded, so a test can check that nothing left for another host.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import ADMIN_PASSWORD, Api, RoostServer, admin_client, free_port, skip_or_fail
-
-T = TypeVar("T")
+from tests.support import (
+    ADMIN_PASSWORD,
+    Api,
+    RoostServer,
+    admin_client,
+    free_port,
+    skip_or_fail,
+)
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -46,7 +49,8 @@ def browser() -> Iterator[Any]:
 
     Not per session: Playwright's sync API keeps its event loop marked as running in the main
     thread while it is open, so ``asyncio.run`` (and every pytest-asyncio test of later modules)
-    would fail. A console test that needs asyncio runs it in a thread (:func:`run_async`).
+    would fail. A console test that needs asyncio runs it through
+    :func:`tests.support.run_coroutine` (on a thread of its own).
     """
     executable = chromium_path()
     if executable is None:
@@ -61,12 +65,6 @@ def browser() -> Iterator[Any]:
         )
         yield browser
         browser.close()
-
-
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to its end on a loop of its own thread (see :func:`browser`)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @dataclass

@@ -10,8 +10,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.console.conftest import Console, run_async
-from tests.support import ADMIN_PASSWORD, Api, RoostServer, assert_problem
+from tests.console.conftest import Console
+from tests.support import ADMIN_PASSWORD, Api, RoostServer, assert_problem, run_coroutine
 
 
 def test_pages_send_a_signed_out_browser_to_sign_in(console: Console) -> None:
@@ -121,9 +121,9 @@ def test_the_live_stream_takes_the_cookie_only_from_our_own_pages(
             assert exc.response.status_code == 401, exc.response.status_code
             return False
 
-    assert run_async(attempt(f"http://{host}")) is True
+    assert run_coroutine(attempt(f"http://{host}")) is True
     # A page of another site cannot ride on the browser's cookie (cross-site WebSocket hijacking).
-    assert run_async(attempt("http://evil.example")) is False
+    assert run_coroutine(attempt("http://evil.example")) is False
 
 
 def test_a_used_session_is_renewed_and_an_idle_one_ends(
