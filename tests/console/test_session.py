@@ -129,9 +129,10 @@ def test_the_live_stream_takes_the_cookie_only_from_our_own_pages(
 def test_a_used_session_is_renewed_and_an_idle_one_ends(
     browser: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Login tokens live 4 s here: a page past half of that renews the cookie's token.
+    # Login tokens live 6 s here (7 with the expiry rounded up to a whole second): a page
+    # past half of that renews the cookie's token.
     server = RoostServer(
-        tmp_path_factory.mktemp("short-session"), env_overrides={"ROOST_TOKEN_TTL_S": "4"}
+        tmp_path_factory.mktemp("short-session"), env_overrides={"ROOST_TOKEN_TTL_S": "6"}
     )
     with server.running():
         context = browser.new_context()
@@ -139,11 +140,11 @@ def test_a_used_session_is_renewed_and_an_idle_one_ends(
             tab = Console(server, context, context.new_page())
             tab.sign_in()
             first = _cookie(tab)
-            time.sleep(2.5)  # the point is the passing of time: past half the token's life
+            time.sleep(3.5)  # the point is the passing of time: past half the token's life
             tab.goto("/devices")
             renewed = _cookie(tab)
             assert renewed != first
-            time.sleep(2.0)  # the first token has now expired; the renewed one has not
+            time.sleep(4.0)  # the first token has now expired; the renewed one has not
             tab.goto("/inventory/sites")
             assert "/login" not in tab.page.url
             with Api(server.url, first) as api:
@@ -153,7 +154,7 @@ def test_a_used_session_is_renewed_and_an_idle_one_ends(
                 "Roost.api('POST', '/api/v1/sites', {id: 'renewed-site', name: 'R'})"
             )
             assert made["id"] == "renewed-site"
-            time.sleep(4.5)  # idle longer than a token lives: the session is over
+            time.sleep(7.5)  # idle longer than a token lives: the session is over
             tab.goto("/devices")
             assert "/login" in tab.page.url
         finally:

@@ -95,6 +95,7 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"\w+ /api/v1/devices/\{device_id\}/(tokens|certificates|keys)(/.*)?", "operator"),
     (r"GET /api/v1/(enrollments|attestation-hashes)(/.*)?", "viewer"),
     (r"\w+ /api/v1/(enrollments|attestation-hashes)(/.*)?", "operator"),
+    (r"POST /api/v1/provisioning/bundles", "operator"),
     # Commands, schedules, jobs, state, presence: viewers read, operators act.
     (r"GET /api/v1/(devices/\{device_id\}/)?(commands|command-schedules|jobs)(/.*)?", "viewer"),
     (r"\w+ /api/v1/(devices/\{device_id\}/)?(commands|command-schedules|jobs)(/.*)?", "operator"),

@@ -4,6 +4,7 @@ provisions itself (``/provisioning/register``, ``/provisioning/bootstrap``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
@@ -166,6 +167,10 @@ class HashesCreated(s.Out):
     items: list[HashOut]
 
 
+# An API URL devices can dial: http(s), a host, nothing but a path after it.
+_API_URL = re.compile(r"^https?://[^/?#]+")
+
+
 class BundleIn(s.Body):
     """Devices of an offline bundle: ``device_ids``, or ``count`` numbered ids after ``prefix``;
     the missing ones are created in ``site_id`` and ``group_ids``."""
@@ -179,7 +184,7 @@ class BundleIn(s.Body):
         default=None,
         max_length=2000,
         description="The API the devices reach (default: the address this request came to)",
-        json_schema_extra=s.documented(pattern="^https?://[^/?#]+"),
+        json_schema_extra=s.documented(pattern=_API_URL.pattern),
     )
     mqtt_host: str | None = Field(
         default=None, min_length=1, max_length=253, description="Default: the API URL's host"
@@ -243,9 +248,9 @@ async def make_offline_bundle(
         raise InvalidInput("prefix goes with count")
     else:
         ids = body.device_ids
-    api_url = (body.api_url or str(request.base_url)).rstrip("/")
+    api_url = (str(request.base_url) if body.api_url is None else body.api_url).rstrip("/")
     parts = urlsplit(api_url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not _API_URL.match(api_url) or not parts.hostname:
         raise InvalidInput(f"api_url must be an http(s) URL with a host, not {api_url!r}")
     settings = roost.settings
     endpoints = Endpoints(
