@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -129,10 +130,11 @@ def test_the_live_stream_takes_the_cookie_only_from_our_own_pages(
 def test_a_used_session_is_renewed_and_an_idle_one_ends(
     browser: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Login tokens live 6 s here (7 with the expiry rounded up to a whole second): a page
-    # past half of that renews the cookie's token.
+    # Login tokens live 6 s here: a page in the second half of a token's life renews it. The
+    # waits are the point (time must pass); each is measured from the token's own expiry.
+    ttl = 6
     server = RoostServer(
-        tmp_path_factory.mktemp("short-session"), env_overrides={"ROOST_TOKEN_TTL_S": "6"}
+        tmp_path_factory.mktemp("short-session"), env_overrides={"ROOST_TOKEN_TTL_S": str(ttl)}
     )
     with server.running():
         context = browser.new_context()
@@ -140,11 +142,12 @@ def test_a_used_session_is_renewed_and_an_idle_one_ends(
             tab = Console(server, context, context.new_page())
             tab.sign_in()
             first = _cookie(tab)
-            time.sleep(3.5)  # the point is the passing of time: past half the token's life
+            _sleep_until(_expiry(first) - ttl / 2 + 0.3)
             tab.goto("/devices")
             renewed = _cookie(tab)
             assert renewed != first
-            time.sleep(4.0)  # the first token has now expired; the renewed one has not
+            assert _expiry(renewed) > _expiry(first)
+            _sleep_until(_expiry(first) + 0.3)  # the first token has expired, not the new one
             tab.goto("/inventory/sites")
             assert "/login" not in tab.page.url
             with Api(server.url, first) as api:
@@ -154,11 +157,21 @@ def test_a_used_session_is_renewed_and_an_idle_one_ends(
                 "Roost.api('POST', '/api/v1/sites', {id: 'renewed-site', name: 'R'})"
             )
             assert made["id"] == "renewed-site"
-            time.sleep(7.5)  # idle longer than a token lives: the session is over
+            _sleep_until(_expiry(_cookie(tab)) + 0.3)  # idle past the newest token's life
             tab.goto("/devices")
             assert "/login" in tab.page.url
         finally:
             context.close()
+
+
+def _expiry(token: str) -> float:
+    """When a login token expires (epoch seconds), read from its claims."""
+    exp: float = jwt.decode(token, options={"verify_signature": False})["exp"]
+    return exp
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
 
 
 def _cookie(tab: Console) -> str:
