@@ -10,7 +10,7 @@ and shows the API's own error message.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -296,8 +296,3 @@ def _as_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def page_items(rows: Iterable[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
-    """Rows reduced to ``keys`` (a table's columns)."""
-    return [{key: row.get(key) for key in keys} for row in rows]
