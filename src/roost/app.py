@@ -12,6 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from roost import __version__
+from roost.alarms.notify import router as notifications
+from roost.alarms.reference import router as reference
 from roost.audit import console as audit_pages
 from roost.audit import router as audit
 from roost.commands import console as command_pages
@@ -84,6 +86,8 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (keys.router, API_PREFIX),
         (provisioning.router, API_PREFIX),
         (consumers.router, API_PREFIX),
+        (reference.router, API_PREFIX),
+        (notifications.router, API_PREFIX),
     ]
 
 
@@ -132,7 +136,9 @@ def offered_services(roost: Roost) -> tuple[object, ...]:
         keys.Services,
         provisioning.Services,
         consumers.Services,
-    ] = (roost,) * 18
+        reference.Services,
+        notifications.Services,
+    ] = (roost,) * 20
     return typed
 
 

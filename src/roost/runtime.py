@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Every room's tables, on the one metadata (the migration check compares it with the database).
+import roost.alarms.notify.tables
+import roost.alarms.reference.tables
 import roost.audit.tables
 import roost.commands.tables
 import roost.credentials.certificates.tables
@@ -30,6 +32,8 @@ import roost.state.tables
 import roost.telemetry.consumers.tables
 import roost.telemetry.engine.tables
 import roost.telemetry.streams.tables  # noqa: F401
+from roost.alarms.notify.service import NotificationService
+from roost.alarms.reference.service import ReferenceService
 from roost.audit.service import AuditService
 from roost.bus.base import Bus, open_bus
 from roost.commands import mqtt as command_topics
@@ -138,6 +142,8 @@ class Roost:
     provisioning: ProvisioningService
     consumers: ConsumerService
     limits: DeviceLimits
+    reference: ReferenceService
+    notifications: NotificationService
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -232,6 +238,8 @@ class Roost:
             provisioning=ProvisioningService(deps, devices, credentials),
             consumers=consumers,
             limits=DeviceLimits(settings),
+            reference=ReferenceService(deps),
+            notifications=NotificationService(deps),
         )
 
     @property
@@ -246,6 +254,8 @@ class Roost:
             self.state,
             self.commands,
             self.jobs,
+            self.reference,
+            self.notifications,
         )
 
     async def start(self, *, serve: bool = True) -> None:

@@ -1,0 +1,1 @@
+"""Notifications: channels (email, webhook, Slack), a durable outbox, grouping, silences."""

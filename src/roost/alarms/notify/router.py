@@ -1,0 +1,19 @@
+"""HTTP routes of this part (stub: filled in by its owner)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import APIRouter
+
+from roost.alarms.notify.service import NotificationService
+
+
+class Services(Protocol):
+    """What these routes use of the running Roost."""
+
+    @property
+    def notifications(self) -> NotificationService: ...
+
+
+router = APIRouter(tags=["notify"])

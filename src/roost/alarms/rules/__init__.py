@@ -1,0 +1,1 @@
+"""Rules: conditions over committed device data, evaluated incrementally, and their actions."""
