@@ -12,8 +12,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from roost import __version__
+from roost.alarms import router as alarms
 from roost.alarms.notify import router as notifications
 from roost.alarms.reference import router as reference
+from roost.alarms.rules import router as rules
 from roost.audit import console as audit_pages
 from roost.audit import router as audit
 from roost.commands import console as command_pages
@@ -88,6 +90,8 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (consumers.router, API_PREFIX),
         (reference.router, API_PREFIX),
         (notifications.router, API_PREFIX),
+        (rules.router, API_PREFIX),
+        (alarms.router, API_PREFIX),
     ]
 
 
@@ -138,7 +142,9 @@ def offered_services(roost: Roost) -> tuple[object, ...]:
         consumers.Services,
         reference.Services,
         notifications.Services,
-    ] = (roost,) * 20
+        rules.Services,
+        alarms.Services,
+    ] = (roost,) * 22
     return typed
 
 

@@ -18,6 +18,8 @@ from typing import Any
 # Every room's tables, on the one metadata (the migration check compares it with the database).
 import roost.alarms.notify.tables
 import roost.alarms.reference.tables
+import roost.alarms.rules.tables
+import roost.alarms.tables
 import roost.audit.tables
 import roost.commands.tables
 import roost.credentials.certificates.tables
@@ -34,6 +36,10 @@ import roost.telemetry.engine.tables
 import roost.telemetry.streams.tables  # noqa: F401
 from roost.alarms.notify.service import NotificationService
 from roost.alarms.reference.service import ReferenceService
+from roost.alarms.rules.actions import RuleActions
+from roost.alarms.rules.engine import RuleEngine
+from roost.alarms.rules.service import RuleService
+from roost.alarms.service import AlarmService
 from roost.audit.service import AuditService
 from roost.bus.base import Bus, open_bus
 from roost.commands import mqtt as command_topics
@@ -144,6 +150,10 @@ class Roost:
     limits: DeviceLimits
     reference: ReferenceService
     notifications: NotificationService
+    alarms: AlarmService
+    rules: RuleService
+    rule_engine: RuleEngine
+    rule_actions: RuleActions
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -215,6 +225,23 @@ class Roost:
         identity = IdentityService(db, settings, secret, clock)
         consumers = ConsumerService(deps)
         identity.accept_consumer_keys(looks_like_consumer_key, consumers.authenticate)
+        commands = CommandService(deps)
+        state = StateService(deps)
+        reference = ReferenceService(deps)
+        notifications = NotificationService(deps)
+        alarms = AlarmService(deps)
+        rules = RuleService(deps, reference=reference, notifications=notifications)
+        rule_engine = RuleEngine(
+            deps,
+            store=pipeline.store,
+            alarms=alarms,
+            notifications=notifications,
+            reference=reference,
+            commands=commands,
+        )
+        rule_actions = RuleActions(deps, pipeline.ingest, state)
+        rule_engine.actions_hook = rule_actions.wake
+        rules.on_change.append(rule_engine.rules_changed)
         return cls(
             settings=settings,
             db=db,
@@ -230,16 +257,20 @@ class Roost:
             link=link,
             scheduler=scheduler,
             presence=presence,
-            state=StateService(deps),
-            commands=CommandService(deps),
+            state=state,
+            commands=commands,
             jobs=JobService(deps),
             certificates=CertificateService(deps, device_auth),
             keys=KeyService(deps, device_auth),
             provisioning=ProvisioningService(deps, devices, credentials),
             consumers=consumers,
             limits=DeviceLimits(settings),
-            reference=ReferenceService(deps),
-            notifications=NotificationService(deps),
+            reference=reference,
+            notifications=notifications,
+            alarms=alarms,
+            rules=rules,
+            rule_engine=rule_engine,
+            rule_actions=rule_actions,
         )
 
     @property
@@ -256,6 +287,9 @@ class Roost:
             self.jobs,
             self.reference,
             self.notifications,
+            self.alarms,
+            self.rule_actions,
+            self.rule_engine,
         )
 
     async def start(self, *, serve: bool = True) -> None:

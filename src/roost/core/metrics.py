@@ -187,7 +187,7 @@ COMMIT_BATCH = Buckets(
 )
 #: Messages, points and events accepted per door (the hot path's counts; see ingest_outcome).
 _ACCEPTED: dict[str, list[int]] = {}
-_TALLIES = (MQTT_CONNECTS, INGEST_MESSAGES, INGEST_POINTS, INGEST_EVENTS, COMMIT_FAILURES)
+_TALLIES = [MQTT_CONNECTS, INGEST_MESSAGES, INGEST_POINTS, INGEST_EVENTS, COMMIT_FAILURES]
 _HISTOGRAMS = (ACK_LATENCY, COMMIT_BATCH)
 _SOURCES = _Sources()
 
@@ -281,6 +281,16 @@ def mqtt_transport(peer: str) -> str:
 # -- gauges read at scrape time -------------------------------------------------------------
 
 
+def tally(name: str, documentation: str, labels: Sequence[str] = ()) -> Tally:
+    """A counter of a room, exposed at ``/metrics`` (``_total`` is added); one per name."""
+    for existing in _TALLIES:
+        if existing.name == name:
+            return existing
+    made = Tally(name, documentation, labels)
+    _TALLIES.append(made)
+    return made
+
+
 def gauge_source(
     name: str,
     documentation: str,
@@ -339,8 +349,8 @@ class OperationalCollector:
                 INGEST_POINTS.values[(door,)] = points
             if events:
                 INGEST_EVENTS.values[(door,)] = events
-        for tally in _TALLIES:
-            yield tally.family()
+        for counter in _TALLIES:
+            yield counter.family()
         for histogram in _HISTOGRAMS:
             yield histogram.family()
         for source, owner in _SOURCES.live():
@@ -380,4 +390,5 @@ __all__ = [
     "mqtt_connected",
     "refresh",
     "table_gauge",
+    "tally",
 ]

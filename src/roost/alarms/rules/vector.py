@@ -1,0 +1,128 @@
+"""Plain thresholds and ranges over whole batches (numpy), for the rules engine's hot path.
+
+Every vector rule on one sensor of one tenant shares a :class:`SensorVector`: the sorted series
+keys of that sensor across the tenant's devices, and per rule two boolean columns aligned with
+them: ``member`` (the device is a target) and ``held`` (the rule is pending or active for it).
+A batch is matched against the series once per sensor; per rule a few array operations find the
+points whose outcome differs from the rule's state — usually none — and only those are
+evaluated one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from roost.alarms.rules.model import Condition
+
+BoolArray = npt.NDArray[np.bool_]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+def vector_test(condition: Condition) -> Callable[[F64], BoolArray]:
+    """The condition as a function of a value column (NaN, i.e. text, never holds)."""
+    if condition.type == "range":
+        low, high = condition.low, condition.high
+        assert low is not None and high is not None
+        if condition.inside:
+            return lambda v: (v >= low) & (v <= high)
+        return lambda v: (v < low) | (v > high)
+    limit = float(condition.value)
+    op = condition.op
+    if op == ">":
+        return lambda v: v > limit
+    if op == ">=":
+        return lambda v: v >= limit
+    if op == "<":
+        return lambda v: v < limit
+    return lambda v: v <= limit
+
+
+@dataclass(eq=False, slots=True)
+class VectorSlot:
+    """One rule's columns in a sensor vector."""
+
+    rule: Any  # LoadedRule (kept untyped here: the evaluation module owns that type)
+    test: Callable[[F64], BoolArray]
+    clear: Callable[[F64], BoolArray] | None
+    member: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    held: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+@dataclass(eq=False, slots=True)
+class SensorVector:
+    """Vector rules of one (tenant, sensor) and the series they watch."""
+
+    tenant_id: str
+    sensor: str
+    series: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    devices: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    position: dict[int, int] = field(default_factory=dict)  # device pk → index
+    slots: list[VectorSlot] = field(default_factory=list)
+
+    def set_series(self, series_to_device: dict[int, int]) -> None:
+        """(Re)build the aligned columns for this set of series."""
+        keys = np.array(sorted(series_to_device), dtype=np.int64)
+        self.series = keys
+        self.devices = np.array([series_to_device[int(k)] for k in keys], dtype=np.int64)
+        self.position = {int(d): i for i, d in enumerate(self.devices.tolist())}
+        for slot in self.slots:
+            self.align(slot)
+
+    def align(self, slot: VectorSlot) -> None:
+        """Fill a slot's columns from its rule's targets and committed states."""
+        rule = slot.rule
+        targets = rule.devices
+        devices = self.devices.tolist()
+        slot.member = np.array(
+            [targets is None or d in targets for d in devices], dtype=bool
+        ).reshape(-1)
+        slot.held = np.array(
+            [rule.states.get(d) is not None and rule.states[d].phase != "idle" for d in devices],
+            dtype=bool,
+        ).reshape(-1)
+
+    def mark(self, rule: Any, device_pk: int, held: bool) -> None:
+        """Keep a rule's ``held`` column in step with the state just decided."""
+        index = self.position.get(device_pk)
+        if index is None:
+            return
+        for slot in self.slots:
+            if slot.rule is rule:
+                slot.held[index] = held
+
+    def candidates(
+        self, series: I64, values: F64, skip: int
+    ) -> Iterable[tuple[VectorSlot, int, I64, F64, I64]]:
+        """Per rule, the points worth a look: (slot, count, positions, values, device keys)."""
+        if not len(self.series):
+            return
+        where = np.flatnonzero(np.isin(series, self.series))
+        if skip:
+            where = where[where >= skip]
+        if not len(where):
+            return
+        index = np.searchsorted(self.series, series[where])
+        vals = values[where]
+        for slot in self.slots:
+            cond = slot.test(vals)
+            held = slot.held[index]
+            if slot.clear is None:
+                interesting = cond != held
+            else:
+                interesting = np.where(held, ~cond | slot.clear(vals), cond)
+            interesting &= slot.member[index]
+            chosen = np.flatnonzero(interesting)
+            if len(chosen):
+                yield (
+                    slot,
+                    len(chosen),
+                    where[chosen],
+                    vals[chosen],
+                    self.devices[index[chosen]],
+                )
