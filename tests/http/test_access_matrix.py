@@ -106,6 +106,15 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     # Consumers: viewers read, operators change.
     (r"GET /api/v1/consumers(/.*)?", "viewer"),
     (r"\w+ /api/v1/consumers(/.*)?", "operator"),
+    # Notifications: viewers read channels, silences and the delivery log; operators change.
+    (r"GET /api/v1/(notification-channels|silences|notifications)(/.*)?", "viewer"),
+    (r"\w+ /api/v1/(notification-channels|silences)(/.*)?", "operator"),
+    # Rules and alarms: viewers read, operators change rules and acknowledge or clear alarms.
+    (r"GET /api/v1/(rules|alarms)(/.*)?", "viewer"),
+    (r"\w+ /api/v1/(rules|alarms)(/.*)?", "operator"),
+    # Reference tables (lookup data of rules): viewers read, operators replace and delete.
+    (r"GET /api/v1/reference-tables(/.*)?", "viewer"),
+    (r"\w+ /api/v1/reference-tables(/.*)?", "operator"),
     # The devices themselves (inventory).
     (r"GET /api/v1/devices(/.*)?", "viewer"),
     (r"\w+ /api/v1/devices(/.*)?", "operator"),
@@ -121,7 +130,7 @@ LEVELS = {"public", "open", "user", "read", "device", "device_own", *RANK}
 
 # Path parameters naming a record by a per-tenant name: another tenant's admin acts on a record
 # of its own tenant with that name (a consumer group is even created by a first pull).
-TENANT_LOCAL_NAMES = ("{group}",)
+TENANT_LOCAL_NAMES = ("{group}", "{table}")
 
 
 def level_of(method: str, path: str) -> tuple[str, int]:
@@ -340,6 +349,8 @@ def _build(server: RoostServer) -> World:
     params["consumer_id"] = _created(
         admin.post(f"{V1}/consumers", json={"name": "spare", "grants": []})
     )["id"]
+    table = admin.put(f"{V1}/reference-tables/cfg", json={"key": "k", "rows": [{"k": "row-1"}]})
+    params["table"], params["key"] = _created(table)["name"], "row-1"
     for label, grant in (("consumer", device_id), ("consumer_without", other_device_id)):
         tokens[label] = _created(
             admin.post(f"{V1}/consumers", json={"name": label, "grants": [{"devices": [grant]}]})
@@ -358,6 +369,23 @@ def _build(server: RoostServer) -> World:
     resp = admin.post(f"{V1}/attestation-hashes", json={"hashes": ["ab" * 32]})
     hashes = admin.get(f"{V1}/attestation-hashes").json().get("items", [{}])
     params["hash_id"] = hashes[0].get("id", "missing") if hashes else "missing"
+
+    # Notifications (issue 13): a channel nobody listens on, its test message, a silence.
+    params["channel_id"] = _created(
+        admin.post(
+            f"{V1}/notification-channels",
+            json={"name": "acl", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+        )
+    )["id"]
+    params["notification_id"] = admin.post(
+        f"{V1}/notification-channels/{params['channel_id']}/test"
+    ).json()["notification_id"]
+    params["silence_id"] = _created(
+        admin.post(
+            f"{V1}/silences",
+            json={"matchers": {"type": "acl"}, "ends_at": "2031-01-01T00:00:00Z"},
+        )
+    )["id"]
 
     clients = {
         caller: Api(
