@@ -26,6 +26,13 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+def _smtp_tls(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"none", "starttls", "tls"}:
+        raise ValueError(f"expected none, starttls or tls, got {raw!r}")
+    return value
+
+
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -90,6 +97,8 @@ class Settings:
     # device), and how often the sweeper looks (seconds; also how often last-seen is saved).
     presence_missed_heartbeats: int = 3
     presence_check_s: float = 1.0
+    # Alarms: cleared alarms are kept this many days (the alarm history), then deleted.
+    alarm_retention_days: int = 90
     # Device state documents: versions kept for this many days (history queries).
     state_history_days: int = 30
     # Commands: default seconds a device has to answer once a command is sent.
@@ -124,6 +133,17 @@ class Settings:
     # it to one fsync per batch. NORMAL skips that fsync (a process crash still loses nothing,
     # a power cut may lose the last acknowledged commits) for more ingest on slow-fsync disks.
     sqlite_synchronous: str = "FULL"
+    # E-mail notifications (alarm channels of kind ``email``): the SMTP relay they go through.
+    # No host means e-mail channels cannot send (each attempt fails, with that reason, in the
+    # delivery log). ``smtp_tls``: ``none``, ``starttls`` (upgrade after connecting, port 587)
+    # or ``tls`` (implicit TLS, port 465). Ten seconds bound a send to a relay that hangs.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "roost@localhost"
+    smtp_tls: str = "none"
+    smtp_timeout_s: float = 10.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -156,6 +176,7 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "retention_check_s": int,
     "presence_missed_heartbeats": int,
     "presence_check_s": float,
+    "alarm_retention_days": int,
     "state_history_days": int,
     "command_timeout_s": int,
     "timer_check_s": float,
@@ -167,6 +188,9 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "credential_max_failures": int,
     "cors_origins": _list,
     "access_log": _bool,
+    "smtp_port": int,
+    "smtp_tls": _smtp_tls,
+    "smtp_timeout_s": float,
 }
 
 

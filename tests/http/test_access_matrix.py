@@ -386,6 +386,19 @@ def _build(server: RoostServer) -> World:
             json={"matchers": {"type": "acl"}, "ends_at": "2031-01-01T00:00:00Z"},
         )
     )["id"]
+    # Rules and alarms (issue 13): a rule on the device's sensor, and the alarm it raised.
+    params["rule_id"] = _created(
+        admin.post(
+            f"{V1}/rules",
+            json={
+                "source": {"kind": "telemetry", "sensor": "t"},
+                "condition": {"type": "threshold", "op": ">", "value": 100},
+                "actions": [{"type": "alarm", "severity": "minor"}],
+            },
+        )
+    )["id"]
+    _created(device.post(f"{V1}/telemetry", json={"values": {"t": 500.0}}))
+    params["alarm_id"] = str(eventually(lambda: admin.get(f"{V1}/alarms").json()["items"])[0]["id"])
 
     clients = {
         caller: Api(
