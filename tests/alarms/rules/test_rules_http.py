@@ -117,7 +117,7 @@ def test_an_event_rule_fires_per_event_and_repeats_count_on_the_open_alarm(tenan
         clear={"type": "expression", "expression": "msg.code == `0`"},
         actions=[{"type": "alarm", "alarm_type": "charging", "severity": "major"}],
     )
-    post(device, "events", [{"event": "charge_error", "code": 501}, {"event": "other", "code": 900}])
+    post(device, "events", [{"event": "charge_error", "code": 501}, {"event": "x", "code": 900}])
     post(device, "events", {"event": "charge_error", "code": 12})  # below: no match
     post(device, "events", {"event": "charge_error", "code": 503})
     alarm = eventually(lambda: [a for a in alarms_of(op) if a["count"] == 2])[0]
