@@ -226,3 +226,71 @@ def test_rules_are_listed_changed_and_deleted(tenant: Tenant) -> None:
     assert op.delete(f"{V1}/rules/hot").status_code == 204
     assert_problem(op.get(f"{V1}/rules/hot"), 404)
     assert len(alarms_of(op)) == 1  # the alarm stays as history
+
+
+def test_state_reports_and_command_outcomes_are_sources(tenant: Tenant) -> None:
+    op = tenant.operator
+    dev = make_device(op)
+    device = tenant.client(dev.token)
+    rule(
+        op,
+        id="battery",
+        source={"kind": "state"},
+        condition={"type": "threshold", "path": "msg.reported.battery", "op": "<", "value": 20},
+        actions=[{"type": "alarm", "alarm_type": "battery-low", "severity": "warning"}],
+    )
+    rule(
+        op,
+        id="command-failed",
+        source={"kind": "command"},
+        condition={"type": "threshold", "op": "==", "value": "FAILED"},
+        where="msg.name == 'reboot'",
+        actions=[{"type": "alarm", "alarm_type": "reboot-failed", "severity": "minor"}],
+    )
+    post(device, "device/state/reported", {"battery": 55})
+    post(device, "device/state/reported", {"battery": 12})
+    low = wait_alarm(op, type="battery-low", status="active")
+    assert low["details"]["value"] == 12
+    post(device, "device/state/reported", {"battery": 80})
+    eventually(lambda: alarms_of(op, type="battery-low", status="cleared"))
+    # A reboot the device answers FAILED raises an alarm (after the completion settles).
+    for name in ("reboot", "blink"):
+        made = op.post(f"{V1}/devices/{dev.id}/commands", json={"name": name})
+        assert made.status_code == 201, made.text
+        assert device.get(f"{V1}/device/commands").status_code == 200  # the device takes it
+        answer = device.post(
+            f"{V1}/device/commands/{made.json()['id']}/response",
+            json={"status": "FAILED", "result": {"why": "busy"}},
+        )
+        assert answer.status_code == 200, answer.text
+    failed = wait_alarm(op, type="reboot-failed")
+    assert failed["details"]["value"] == "FAILED"
+    time.sleep(1.5)
+    assert len(alarms_of(op, type="reboot-failed")) == 1  # blink failing is not this rule's
+
+
+def test_a_refused_mqtt_message_is_a_source(alarm_server: Any) -> None:
+    from tests.mqtt_device import MqttDevice
+    from tests.support import admin_client
+
+    with admin_client(alarm_server) as admin:
+        dev = make_device(admin)
+        rule(
+            admin,
+            id=f"refused-{dev.id}",
+            source={"kind": "refused"},
+            targets={"devices": [dev.id]},
+            condition={"type": "always"},
+            actions=[{"type": "alarm", "alarm_type": "bad-payload", "severity": "info"}],
+        )
+        device = MqttDevice(alarm_server, dev)
+        device.connect()
+        try:
+            device.publish("telemetry", b"{not json")
+            device.publish("telemetry", b'{"temperature": "very hot", "ts": "yesterday"}')
+        finally:
+            device.close()
+        alarm = eventually(
+            lambda: [a for a in alarms_of(admin, device_id=dev.id) if a["count"] == 2]
+        )[0]
+        assert alarm["type"] == "bad-payload" and alarm["severity"] == "info"

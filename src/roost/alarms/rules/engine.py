@@ -38,15 +38,14 @@ from roost.alarms.rules.evaluation import (
     State,
     run_effects,
 )
+from roost.alarms.rules.feeds import FEEDS, Feed, start_position
 from roost.alarms.rules.fleet import Fleet
 from roost.alarms.rules.tables import rule_cursors, rule_states, rules
 from roost.alarms.service import AlarmChange, AlarmService
 from roost.commands.service import CommandService
 from roost.core import metrics
 from roost.core.context import ServiceDeps
-from roost.inventory.tables import devices
 from roost.presence.service import PRESENCE_SUBJECT
-from roost.presence.tables import presence_history
 from roost.telemetry.engine.base import TimeSeriesStore
 from roost.telemetry.engine.batch import DecodedBatch, decode
 from roost.telemetry.live.service import COMMITTED_SUBJECT
@@ -54,11 +53,9 @@ from roost.telemetry.live.service import COMMITTED_SUBJECT
 log = logging.getLogger(__name__)
 
 LOG_FEED: Final = "log"
-PRESENCE_FEED: Final = "presence"
 #: Log rows (each a group commit) read per catch-up step: a few thousand to a few hundred
 #: thousand items, one transaction.
 LOG_ROWS_PER_STEP: Final = 20
-PRESENCE_ROWS_PER_STEP: Final = 2000
 #: The engine looks at the clock at least this often (for_s and no-data windows): alarms are
 #: raised within this of their due time.
 TICK_S: Final = 0.25
@@ -156,14 +153,14 @@ class RuleEngine:
                         feed=LOG_FEED, position=rows[LOG_FEED], updated_at=now
                     )
                 )
-            if PRESENCE_FEED not in rows:
-                last = (await conn.execute(sa.select(sa.func.max(presence_history.c.id)))).scalar()
-                rows[PRESENCE_FEED] = int(last or 0)
-                await conn.execute(
-                    rule_cursors.insert().values(
-                        feed=PRESENCE_FEED, position=rows[PRESENCE_FEED], updated_at=now
+            for feed in FEEDS:
+                if feed.name not in rows:
+                    rows[feed.name] = await start_position(self.db, feed, now)
+                    await conn.execute(
+                        rule_cursors.insert().values(
+                            feed=feed.name, position=rows[feed.name], updated_at=now
+                        )
                     )
-                )
         self.cursors = {k: int(v) for k, v in rows.items()}
 
     async def _load(self) -> None:
@@ -195,7 +192,7 @@ class RuleEngine:
         self._wake.set()
 
     async def _on_presence(self, _subject: str, _data: bytes) -> None:
-        if self.book.presence_rules:
+        if self.book.feed_rules.get("presence"):
             self._wake.set()
 
     # -- the loop -----------------------------------------------------------------------------
@@ -228,7 +225,9 @@ class RuleEngine:
 
     async def step(self) -> bool:
         """One round over every feed and the clock; True when more is waiting."""
-        more = await self._presence_step()
+        more = False
+        for feed in FEEDS:
+            more = await self._feed_step(feed) or more
         more = await self._log_step() or more
         if not more:
             await self._clock_step()
@@ -274,37 +273,18 @@ class RuleEngine:
         await self._commit(chunk, LOG_FEED, cursor, new_cursor)
         return more or bool(self._commits)
 
-    async def _presence_step(self) -> bool:
-        if not self.book.presence_rules:
-            # Nothing to evaluate: keep the cursor at the end cheaply (once in a while).
-            return False
-        cursor = self.cursors[PRESENCE_FEED]
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(
-                        presence_history.c.id,
-                        presence_history.c.device_pk,
-                        presence_history.c.at,
-                        presence_history.c.status,
-                        presence_history.c.reason,
-                        devices.c.tenant_id,
-                    )
-                    .join(devices, devices.c.pk == presence_history.c.device_pk)
-                    .where(presence_history.c.id > cursor)
-                    .order_by(presence_history.c.id)
-                    .limit(PRESENCE_ROWS_PER_STEP)
-                )
-            ).all()
-        if not rows:
+    async def _feed_step(self, feed: Feed) -> bool:
+        if not self.book.feed_rules.get(feed.name):
+            return False  # nobody watches it: its cursor moves when a rule does
+        cursor = self.cursors[feed.name]
+        messages, position, more = await feed.read(self.db, cursor, self.deps.clock())
+        if position == cursor:
             return False
         chunk = Chunk()
-        now = self.deps.clock()
-        for _id, device_pk, at, status, reason, tenant_id in rows:
-            await self.book.evaluate_presence(chunk, tenant_id, device_pk, at, status, reason, now)
-        EVALUATED.inc((PRESENCE_FEED,), len(rows))
-        await self._commit(chunk, PRESENCE_FEED, cursor, int(rows[-1][0]))
-        return len(rows) == PRESENCE_ROWS_PER_STEP
+        await self.book.evaluate_feed(chunk, feed.name, messages)
+        EVALUATED.inc((feed.name,), len(messages))
+        await self._commit(chunk, feed.name, cursor, position)
+        return bool(more)
 
     async def _clock_step(self) -> None:
         now = self.deps.clock()

@@ -21,8 +21,9 @@ import orjson
 
 from roost.alarms.reference.service import ReferenceService
 from roost.alarms.rules.effects import Effect, run_effects
+from roost.alarms.rules.feeds import FeedMessage
 from roost.alarms.rules.fleet import DeviceFacts, Fleet
-from roost.alarms.rules.model import MAX_HOPS, RuleSpec, parse_rule, truthy
+from roost.alarms.rules.model import FEED_SOURCES, MAX_HOPS, RuleSpec, parse_rule, truthy
 from roost.alarms.rules.vector import SensorVector, VectorSlot, vector_test
 from roost.telemetry.engine.batch import DecodedBatch
 from roost.telemetry.queries.service import rfc3339
@@ -98,7 +99,8 @@ class RuleBook:
         self.fleet = fleet
         self.reference = reference
         self.rules: dict[tuple[str, str], LoadedRule] = {}
-        self.presence_rules: dict[str, list[LoadedRule]] = {}
+        # source (presence, state, command, job) → tenant → rules
+        self.feed_rules: dict[str, dict[str, list[LoadedRule]]] = {}
         self.event_rules: dict[str, list[LoadedRule]] = {}
         self.telemetry_rules: dict[str, list[LoadedRule]] = {}  # non-vector, by tenant
         self.vectors: dict[tuple[str, str], SensorVector] = {}
@@ -113,7 +115,7 @@ class RuleBook:
     ) -> None:
         """Index these rule rows with their committed states."""
         self.rules = {}
-        self.presence_rules, self.event_rules, self.telemetry_rules = {}, {}, {}
+        self.feed_rules, self.event_rules, self.telemetry_rules = {}, {}, {}
         self.vectors = {}
         self._routes = {}
         self._timed = set()
@@ -130,8 +132,9 @@ class RuleBook:
             for pk, state in rule.states.items():
                 if state.due_at is not None:
                     self._timed.add((rule, pk))
-            if spec.source == "presence":
-                self.presence_rules.setdefault(rule.tenant_id, []).append(rule)
+            if spec.source in FEED_SOURCES:
+                by_tenant = self.feed_rules.setdefault(spec.source, {})
+                by_tenant.setdefault(rule.tenant_id, []).append(rule)
             elif spec.source == "event":
                 self.event_rules.setdefault(rule.tenant_id, []).append(rule)
             elif spec.vector:
@@ -399,27 +402,21 @@ class RuleBook:
                     continue  # a rule never reads what it emitted itself
                 await self.step(chunk, rule, device, body, body, recv, hops)
 
-    async def evaluate_presence(
-        self,
-        chunk: Chunk,
-        tenant_id: str,
-        device_pk: int,
-        at: datetime,
-        status: str,
-        reason: str,
-        now: datetime,
-    ) -> None:
-        """Presence rules over one presence change."""
-        del now
-        rules = [r for r in self.presence_rules.get(tenant_id, ()) if r.targets(device_pk)]
-        if not rules:
+    async def evaluate_feed(self, chunk: Chunk, source: str, messages: list[FeedMessage]) -> None:
+        """The rules of a feed's source over its messages, in order."""
+        by_tenant = self.feed_rules.get(source)
+        if not by_tenant or not messages:
             return
-        device = (await self.fleet.facts([device_pk])).get(device_pk)
-        if device is None:
-            return
-        msg = {"status": status, "reason": reason, "at": at.isoformat(), "device_id": device.id}
-        for rule in rules:
-            await self.step(chunk, rule, device, status, msg, at.timestamp())
+        facts = await self.fleet.facts({m.device_pk for m in messages})
+        for message in messages:
+            rules = [
+                r for r in by_tenant.get(message.tenant_id, ()) if r.targets(message.device_pk)
+            ]
+            device = facts.get(message.device_pk)
+            if not rules or device is None:
+                continue
+            for rule in rules:
+                await self.step(chunk, rule, device, message.value, message.msg, message.at)
 
     async def evaluate_clock(self, chunk: Chunk, now: datetime) -> None:
         """Fire what is due: pending ``for_s`` windows over, no-data deadlines passed."""

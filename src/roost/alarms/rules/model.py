@@ -12,7 +12,10 @@ A rule's definition (JSON, as the API takes it)::
      "actions": [{"type": "alarm", "severity": "critical"}, {"type": "notify", "channels": [...]}]}
 
 Sources: ``telemetry`` (one sensor, or every sensor of the device), ``event`` (one type or all),
-``presence`` (a device going online/offline). Conditions: ``threshold``, ``range``, ``change``,
+``presence`` (a device going online/offline; value: the status), ``state`` (the device reports
+its state; value: the reported document), ``command`` and ``job`` (a command or job execution
+reached its final status; value: the status), ``refused`` (an MQTT message of the device was
+refused; the event ``roost.ingest_refused``). Conditions: ``threshold``, ``range``, ``change``,
 ``rate`` (of change, per second), ``no_data`` (seconds, or heartbeats of the device's interval),
 ``expression`` (JMESPath over ``{msg, device, ref}``; truthy fires) and ``always``.
 
@@ -22,8 +25,8 @@ Two ways a rule fires, chosen by its source and condition:
   the rule is idle, pending (the condition holds, ``for_s`` not yet over) or active; actions run
   when it turns active, the alarm clears when the clear condition holds (by default: when the
   condition no longer holds);
-* **edge** (events, and ``change``/``always``): every matching message fires; an alarm it raises
-  repeats (its count grows) while open.
+* **edge** (events, commands, jobs, refusals, and ``change``/``always``): every matching message
+  fires; an alarm it raises repeats (its count grows) while open.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ from jmespath.exceptions import JMESPathError
 from roost.core.ids import SLUG_RULE, is_slug
 from roost.errors import InvalidInput, ValidationFailed
 
-SOURCES: Final = ("telemetry", "event", "presence")
+SOURCES: Final = ("telemetry", "event", "presence", "state", "command", "job", "refused")
+#: Sources read from feeds other than the ingest log (see roost.alarms.rules.feeds).
+FEED_SOURCES: Final = frozenset({"presence", "state", "command", "job"})
+#: Sources whose rules can be level-triggered (the others report discrete happenings).
+LEVEL_SOURCES: Final = frozenset({"telemetry", "presence", "state"})
+#: The event a refused MQTT message is recorded as (roost.telemetry.ingest.service).
+REFUSED_EVENT: Final = "roost.ingest_refused"
 CONDITIONS: Final = ("threshold", "range", "change", "rate", "no_data", "expression", "always")
 LEVEL_CONDITIONS: Final = frozenset({"threshold", "range", "rate", "no_data", "expression"})
 SEVERITIES: Final = ("critical", "major", "minor", "warning", "info")
@@ -205,7 +214,7 @@ class RuleSpec:
     @property
     def level(self) -> bool:
         """Level-triggered (idle → pending → active → idle) rather than fired per message."""
-        return self.source != "event" and self.condition.type in LEVEL_CONDITIONS
+        return self.source in LEVEL_SOURCES and self.condition.type in LEVEL_CONDITIONS
 
     @property
     def alarm(self) -> Action | None:
@@ -304,8 +313,8 @@ def parse_condition(raw: Any, where: str, source: str) -> Condition:
             raise _bad(f"{where}.op", "must be one of > >= < <=")
         return Condition(kind, op=op, value=_number(raw.get("per_s"), f"{where}.per_s"), path=path)
     if kind == "no_data":
-        if source == "presence":
-            raise _bad(where, "no_data watches telemetry or events, not presence")
+        if source not in ("telemetry", "event"):
+            raise _bad(where, f"no_data watches telemetry or events, not {source}")
         seconds, beats = raw.get("seconds"), raw.get("heartbeats")
         if (seconds is None) == (beats is None):
             raise _bad(where, "give exactly one of seconds or heartbeats")
@@ -393,6 +402,11 @@ def parse_rule(raw: Any) -> RuleSpec:
         raise _bad("source.kind", f"must be one of {', '.join(SOURCES)}")
     source = source_raw["kind"]
     unknown = set(source_raw) - {"kind", "sensor", "event_type"}
+    if source == "refused":
+        if set(source_raw) - {"kind"}:
+            raise _bad("source", "a refused source takes no other field")
+        source_raw = {"kind": "event", "event_type": REFUSED_EVENT}
+        source = "event"
     if unknown:
         raise _bad("source", f"has unknown fields {sorted(unknown)}")
     sensor = event_type = None

@@ -163,7 +163,9 @@ async def list_rules(
     actor: ActorDep,
     page: PageDep,
     enabled: bool | None = None,
-    source: Annotated[Literal["telemetry", "event", "presence"] | None, Query()] = None,
+    source: Annotated[
+        Literal["telemetry", "event", "presence", "state", "command", "job"] | None, Query()
+    ] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[dict[str, Any]]:
     return await roost.rules.list(actor, page, enabled=enabled, source=source, q=q)
