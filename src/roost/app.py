@@ -12,9 +12,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from roost import __version__
+from roost.alarms import console as alarm_pages
 from roost.alarms import router as alarms
+from roost.alarms.notify import console as notification_pages
 from roost.alarms.notify import router as notifications
 from roost.alarms.reference import router as reference
+from roost.alarms.rules import console as rule_pages
 from roost.alarms.rules import router as rules
 from roost.audit import console as audit_pages
 from roost.audit import router as audit
@@ -112,6 +115,9 @@ def console_rooms() -> list[ModuleType]:
         identity_pages,
         consumer_pages,
         audit_pages,
+        alarm_pages,
+        rule_pages,
+        notification_pages,
     ]
 
 

@@ -230,7 +230,11 @@ class Roost:
         reference = ReferenceService(deps)
         notifications = NotificationService(deps)
         alarms = AlarmService(deps)
-        rules = RuleService(deps, reference=reference, notifications=notifications)
+
+        async def log_end() -> int:
+            return (await pipeline.store.log_bounds())[1] - 1
+
+        rules = RuleService(deps, reference=reference, notifications=notifications, log_end=log_end)
         rule_engine = RuleEngine(
             deps,
             store=pipeline.store,

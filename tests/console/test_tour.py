@@ -140,6 +140,24 @@ def _live_in(fleet: Fleet, api: Api) -> None:
                 status = "FAILED" if n == 3 else "SUCCEEDED"
                 resp = door.post(path, json={"status": status, "status_details": {"step": n}})
                 assert resp.status_code == 200, resp.text
+    # A rule over the store's displays, and the alarm a hot reading of the featured one raised.
+    rule = {
+        "id": "display-overheat",
+        "name": "Display overheating",
+        "source": {"kind": "telemetry", "sensor": "temperature"},
+        "targets": {"groups": ["store-nyc"]},
+        "condition": {"type": "threshold", "op": ">", "value": 60},
+        "actions": [
+            {"type": "alarm", "severity": "major", "summary": "{device_id} is at {value} °C"}
+        ],
+    }
+    assert api.post("/api/v1/rules", json=rule).status_code == 201
+    hot = [{"sensor_id": "temperature", "timestamp": time.time(), "value": 64.5}]
+    with Api(server.url, devices[FEATURED].token) as door:
+        assert door.post("/api/v1/telemetry", json=hot).status_code == 200
+    eventually(
+        lambda: api.get("/api/v1/alarms", params={"rule_id": "display-overheat"}).json()["total"]
+    )
     # Administration: a viewer, a consumer, an enrollment group.
     user = {"username": "store-manager", "password": "manager-password-1", "role": "viewer"}
     assert api.post("/api/v1/users", json=user).status_code == 201
@@ -206,6 +224,15 @@ PAGES = [
     ("/jobs", "Jobs", "table tbody tr", ""),
     ("/jobs/new", "New job", "h1", ""),
     ("/jobs/content-winter-2026", "content-winter-2026", "h1", "job"),
+    ("/alarms", "Alarms", "table tbody tr", "alarms"),
+    ("/alarms?status=all&severity=major", "Alarms", "table tbody tr", ""),
+    ("/rules", "Rules", "table tbody tr", ""),
+    ("/rules/display-overheat", "display-overheat", "[data-testid=rule-active]", "rule"),
+    ("/rules/display-overheat/edit", "display-overheat", "textarea", ""),
+    ("/rules/new", "New rule", "textarea", ""),
+    ("/notifications/channels", "Notification channels", "h1", ""),
+    ("/notifications/silences", "Silences", "h1", ""),
+    ("/notifications/log", "Delivery log", "h1", ""),
     ("/inventory/sites", "Sites", "table tbody tr", "inventory"),
     ("/inventory/customers", "Customers", "table tbody tr", ""),
     ("/inventory/manufacturers", "Manufacturers", "table tbody tr", ""),

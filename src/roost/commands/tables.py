@@ -81,4 +81,6 @@ commands = sa.Table(
     sa.Index(None, "device_pk", "created_at"),
     sa.Index(None, "due_at"),
     sa.Index(None, "schedule_id"),
+    # Rules read commands as they reach a final status (roost.alarms.rules.feeds).
+    sa.Index(None, "completed_at"),
 )

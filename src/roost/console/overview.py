@@ -1,5 +1,5 @@
 """The console's fleet overview at ``/``: presence counts (by site, model and firmware), devices
-lost recently, the tenant's ingest rate and the jobs in progress.
+lost recently, the tenant's ingest rate, active alarms by severity and the jobs in progress.
 
 Every figure is one aggregate query of a room's service (a GROUP BY, a counted page, a bounded
 read of the ingest log), so the page costs the same with ten devices or ten thousand.
@@ -26,6 +26,8 @@ BREAKDOWN_SHOWN = 12
 JOBS_SHOWN = 8
 # Terminal execution statuses (the jobs room's lifecycle; the console imports no capability room).
 ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED")
+# Alarm severities, gravest first (the alarms room's; its counts name each of them).
+SEVERITIES = ("critical", "major", "minor", "warning", "info")
 
 
 @router.get("/")
@@ -38,6 +40,7 @@ async def overview(page: PageDep) -> Response:
         page.actor, since, PageRequest(limit=LOST_SHOWN, offset=0)
     )
     rate = await roost.telemetry.ingest_rate(page.actor)
+    alarms = await roost.alarms.counts(page.actor)
     jobs = await roost.jobs.list(
         page.actor, ["IN_PROGRESS"], PageRequest(limit=JOBS_SHOWN, sort="-created_at")
     )
@@ -61,6 +64,8 @@ async def overview(page: PageDep) -> Response:
         rate=rate,
         jobs=jobs,
         progress=progress,
+        alarms=alarms,
+        severities=SEVERITIES,
     )
 
 

@@ -79,4 +79,6 @@ job_executions = sa.Table(
     sa.Index(None, "device_pk", "status"),
     sa.Index(None, "tenant_id", "job_id", "status"),
     sa.Index(None, "timeout_at"),
+    # Rules read executions as they reach a final status (roost.alarms.rules.feeds).
+    sa.Index(None, "completed_at"),
 )

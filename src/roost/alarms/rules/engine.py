@@ -61,8 +61,18 @@ LOG_ROWS_PER_STEP: Final = 20
 TICK_S: Final = 0.25
 #: Announced commits kept while the engine is busy; beyond, it reads the log instead.
 MAX_QUEUED_COMMITS: Final = 256
+#: A chunk that changed nothing moves its feed's stored cursor at most this often (it moves in
+#: memory at once). Evaluating such a chunk again after a crash changes nothing either, so this
+#: costs no correctness, and saves the store a write transaction per ingest commit.
+CURSOR_SAVE_S: Final = 1.0
+#: Feeds ordered by completion time (commands, jobs) are read at most this often: their rows
+#: wait SETTLE_S anyway, and each read is an index range scan.
+TIMED_FEED_EVERY_S: Final = 1.0
 #: Rule targets (groups, queries) are resolved again this often.
 TARGETS_REFRESH_S: Final = 30.0
+#: How often the engine looks for rules changed by another process (another server of the
+#: same store, or `roost rules apply` beside a server): one small query.
+RULES_POLL_S: Final = 2.0
 _OFFSET = struct.Struct("<q")
 
 EVALUATED = metrics.tally(
@@ -106,6 +116,12 @@ class RuleEngine:
         self.processed = asyncio.Event()  # set after each pass (tests and benchmarks wait on it)
         self.passes = 0
         self._targets_at = 0.0
+        self._polled_at = 0.0
+        self._feed_read_at: dict[str, float] = {}
+        # The cursors as stored (self.cursors may be ahead by chunks that changed nothing).
+        self._stored: dict[str, int] = {}
+        self._stored_at: dict[str, float] = {}
+        self._signature: tuple[Any, ...] | None = None
         self.actions_hook: Any = None  # called after a commit that queued rule_actions
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -162,10 +178,35 @@ class RuleEngine:
                         )
                     )
         self.cursors = {k: int(v) for k, v in rows.items()}
+        self._stored = dict(self.cursors)
+
+    async def _rules_signature(self, conn: Any) -> tuple[Any, ...]:
+        row = (
+            await conn.execute(
+                sa.select(
+                    sa.func.count(), sa.func.max(rules.c.updated_at), sa.func.sum(rules.c.version)
+                )
+            )
+        ).one()
+        return tuple(row)
+
+    async def _signature_changed(self) -> bool:
+        async with self.db.read() as conn:
+            return await self._rules_signature(conn) != self._signature
 
     async def _load(self) -> None:
         """Rules and their committed states, from the database."""
         async with self.db.read() as conn:
+            self._signature = await self._rules_signature(conn)
+            # A rule saved since may have moved a cursor (to the present, for a feed nobody
+            # watched before): the stored positions are the truth between chunks.
+            self.cursors = {
+                k: int(v)
+                for k, v in (
+                    await conn.execute(sa.select(rule_cursors.c.feed, rule_cursors.c.position))
+                ).all()
+            }
+            self._stored = dict(self.cursors)
             rule_rows = (
                 (await conn.execute(sa.select(rules).where(rules.c.enabled.is_(True))))
                 .mappings()
@@ -184,7 +225,7 @@ class RuleEngine:
     # -- feeding ------------------------------------------------------------------------------
 
     async def _on_commit(self, _subject: str, data: bytes) -> None:
-        if not self.book.rules:
+        if not self.book.watches_log:
             return
         (first_offset,) = _OFFSET.unpack_from(data, 0)
         if len(self._commits) < MAX_QUEUED_COMMITS:
@@ -206,6 +247,9 @@ class RuleEngine:
                 pass
             self._wake.clear()
             try:
+                if not self._reload and loop.time() - self._polled_at > RULES_POLL_S:
+                    self._polled_at = loop.time()
+                    self._reload = await self._signature_changed()
                 if self._reload:
                     await self._load()
                 elif loop.time() - self._targets_at > TARGETS_REFRESH_S:
@@ -234,6 +278,11 @@ class RuleEngine:
         return more
 
     async def _log_step(self) -> bool:
+        if not self.book.watches_log:
+            # Nothing watches the log: no read, no write (the first rule that watches it moves
+            # the cursor to the log's end when it is saved: RuleService.create).
+            self._commits.clear()
+            return False
         cursor = self.cursors[LOG_FEED]
         entries: list[tuple[int, DecodedBatch]] = []
         while self._commits:
@@ -256,11 +305,7 @@ class RuleEngine:
             _first, next_offset = await self.store.log_bounds()
             if next_offset - 1 <= cursor:
                 return False
-            if not self.book.rules:
-                # Nothing watches the log: move to its end without reading it (a rule made
-                # later looks at what is committed after it exists).
-                await self._commit(Chunk(), LOG_FEED, cursor, next_offset - 1)
-                return False
+
             LAG.inc(())
             logged = await self.store.read_log(cursor, LOG_ROWS_PER_STEP)
             entries = [(e.first_offset, e.batch) for e in logged]
@@ -269,26 +314,34 @@ class RuleEngine:
                 return False
         chunk = Chunk()
         new_cursor = cursor
+        evaluated = 0
         for first, batch in entries:
             skip = max(0, cursor + 1 - first)
             if self.book.rules:
                 await self.book.evaluate_batch(chunk, batch, skip, self.deps.clock())
-            EVALUATED.inc((LOG_FEED,), len(batch) - skip)
+            evaluated += len(batch) - skip
             new_cursor = max(new_cursor, first + len(batch) - 1)
         await self._commit(chunk, LOG_FEED, cursor, new_cursor)
+        # Counted once committed: a reader that sees every item evaluated sees their alarms.
+        EVALUATED.inc((LOG_FEED,), evaluated)
         return more or bool(self._commits)
 
     async def _feed_step(self, feed: Feed) -> bool:
         if not self.book.feed_rules.get(feed.name):
             return False  # nobody watches it: its cursor moves when a rule does
+        if feed.timed:
+            now = asyncio.get_running_loop().time()
+            if now - self._feed_read_at.get(feed.name, 0.0) < TIMED_FEED_EVERY_S:
+                return False
+            self._feed_read_at[feed.name] = now
         cursor = self.cursors[feed.name]
         messages, position, more = await feed.read(self.db, cursor, self.deps.clock())
         if position == cursor:
             return False
         chunk = Chunk()
         await self.book.evaluate_feed(chunk, feed.name, messages)
-        EVALUATED.inc((feed.name,), len(messages))
         await self._commit(chunk, feed.name, cursor, position)
+        EVALUATED.inc((feed.name,), len(messages))
         return bool(more)
 
     async def _clock_step(self) -> None:
@@ -302,6 +355,14 @@ class RuleEngine:
 
     async def _commit(self, chunk: Chunk, feed: str | None, old: int, new: int) -> None:
         """Write a chunk's states and effects and move the feed's cursor, all or nothing."""
+        if feed is not None and not (chunk.dirty or chunk.effects or chunk.stopped):
+            clock = asyncio.get_running_loop().time()
+            if clock - self._stored_at.get(feed, 0.0) < CURSOR_SAVE_S:
+                self.cursors[feed] = new
+                return
+            self._stored_at[feed] = clock
+        if feed is not None:
+            old = self._stored.get(feed, old)
         now = self.deps.clock()
         alarm_changes: list[AlarmChange] = []
         queued_commands: list[tuple[str, int, dict[str, Any]]] = []
@@ -325,22 +386,16 @@ class RuleEngine:
                     if notices:
                         await self.notifications.enqueue_in(conn, notices)
         except Conflict:
+            # Rules, states and cursors are read again before the next step (_load).
             log.info("another process evaluated the %s feed first; reloading", feed)
             self._commits.clear()
             self._reload = True
-            async with self.db.read() as conn:
-                self.cursors = {
-                    k: int(v)
-                    for k, v in (
-                        await conn.execute(sa.select(rule_cursors.c.feed, rule_cursors.c.position))
-                    ).all()
-                }
             return
         except Exception:
             chunk.discard()
             raise
         if feed is not None:
-            self.cursors[feed] = new
+            self.cursors[feed] = self._stored[feed] = new
         self.book.apply(chunk)
         for effect in chunk.effects:
             FIRED.inc((effect.kind,))

@@ -24,7 +24,7 @@ from roost.alarms.rules.effects import Effect, run_effects
 from roost.alarms.rules.feeds import FeedMessage
 from roost.alarms.rules.fleet import DeviceFacts, Fleet
 from roost.alarms.rules.model import FEED_SOURCES, MAX_HOPS, RuleSpec, parse_rule, truthy
-from roost.alarms.rules.vector import SensorVector, VectorSlot, vector_test
+from roost.alarms.rules.vector import SensorVector, VectorSlot, may_hold, vector_test
 from roost.telemetry.engine.batch import DecodedBatch
 from roost.telemetry.queries.service import rfc3339
 
@@ -106,6 +106,7 @@ class RuleBook:
         self.vectors: dict[tuple[str, str], SensorVector] = {}
         # series pk → (tenant, device pk, sensor, rules evaluated one by one); None: no rule.
         self._routes: dict[int, tuple[str, int, str, list[LoadedRule]] | None] = {}
+        self._routed = np.zeros(0, dtype=np.int64)  # the keys of _routes, sorted
         self._timed: set[tuple[LoadedRule, int]] = set()
 
     # -- loading ------------------------------------------------------------------------------
@@ -118,6 +119,7 @@ class RuleBook:
         self.feed_rules, self.event_rules, self.telemetry_rules = {}, {}, {}
         self.vectors = {}
         self._routes = {}
+        self._routed = np.zeros(0, dtype=np.int64)
         self._timed = set()
         for row in rows:
             try:
@@ -144,7 +146,9 @@ class RuleBook:
                     vector = SensorVector(rule.tenant_id, spec.sensor)
                     self.vectors[(rule.tenant_id, spec.sensor)] = vector
                 clear = vector_test(spec.clear) if spec.clear is not None else None
-                vector.slots.append(VectorSlot(rule, vector_test(spec.condition), clear))
+                vector.slots.append(
+                    VectorSlot(rule, vector_test(spec.condition), clear, may_hold(spec.condition))
+                )
                 rule.vector = vector
             else:
                 self.telemetry_rules.setdefault(rule.tenant_id, []).append(rule)
@@ -158,6 +162,12 @@ class RuleBook:
         for vector in self.vectors.values():
             vector.set_series(await self.fleet.sensor_series(vector.tenant_id, vector.sensor))
         self._routes = {}
+        self._routed = np.zeros(0, dtype=np.int64)
+
+    @property
+    def watches_log(self) -> bool:
+        """True when some rule reads the ingest log (telemetry, events, refusals)."""
+        return bool(self.vectors or self.telemetry_rules or self.event_rules)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -297,9 +307,7 @@ class RuleBook:
             if unknown:
                 await self._add_series(unknown)
             for vector in self.vectors.values():
-                for slot, _n, positions, vals, device_pks in vector.candidates(
-                    series, values, skip
-                ):
+                for slot, positions, vals, device_pks in vector.candidates(series, values, skip):
                     facts = await self.fleet.facts(device_pks.tolist())
                     recv = batch.recv[positions]
                     for value, device_pk, received in zip(
@@ -312,8 +320,10 @@ class RuleBook:
             await self._slow_points(chunk, batch, skip)
 
     async def _new_series(self, series: Any) -> list[int]:
-        unique = np.unique(series).tolist()
-        return [s for s in unique if s not in self._routes]
+        unique = np.unique(series)
+        if len(self._routed):
+            unique = unique[~np.isin(unique, self._routed, assume_unique=True)]
+        return [int(s) for s in unique.tolist()]
 
     async def _add_series(self, unknown: list[int]) -> None:
         owners = await self.fleet.owners(unknown)
@@ -324,7 +334,7 @@ class RuleBook:
                 self._routes[pk] = None
                 continue
             vector = self.vectors.get((owner.tenant_id, owner.sensor))
-            if vector is not None and pk not in set(vector.series.tolist()):
+            if vector is not None and vector not in grown and pk not in vector.position_of_series:
                 grown.add(vector)
             slow = [
                 r
@@ -333,6 +343,7 @@ class RuleBook:
                 and r.targets(owner.device_pk)
             ]
             self._routes[pk] = (owner.tenant_id, owner.device_pk, owner.sensor, slow)
+        self._routed = np.array(sorted(self._routes), dtype=np.int64)
         for vector in grown:
             vector.set_series(await self.fleet.sensor_series(vector.tenant_id, vector.sensor))
 

@@ -266,6 +266,14 @@ FEEDS: Final = (
 )
 
 
+FEED_BY_NAME: Final = {feed.name: feed for feed in FEEDS}
+
+
+def feed_of(source: str) -> str:
+    """The feed a rule of this source reads: its own, or the ingest log (``log``)."""
+    return source if source in FEED_BY_NAME else "log"
+
+
 async def start_position(db: Database, feed: Feed, now: datetime) -> int:
     """Where a new installation's rules start reading a feed: its present end."""
     if feed.timed:

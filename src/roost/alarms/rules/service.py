@@ -10,7 +10,7 @@ reaches the engine at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -18,9 +18,10 @@ import sqlalchemy as sa
 
 from roost.alarms.notify.service import NotificationService
 from roost.alarms.reference.service import ReferenceService
+from roost.alarms.rules.feeds import FEED_BY_NAME, feed_of, start_position
 from roost.alarms.rules.fleet import Fleet
 from roost.alarms.rules.model import RuleSpec, parse_rule
-from roost.alarms.rules.tables import rule_states, rules
+from roost.alarms.rules.tables import rule_cursors, rule_states, rules
 from roost.audit import service as audit
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
@@ -63,8 +64,11 @@ class RuleService:
         *,
         reference: ReferenceService,
         notifications: NotificationService,
+        log_end: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.deps = deps
+        # The ingest log's last offset (the time-series store's), for a newly watched log.
+        self.log_end = log_end
         self.db = deps.db
         self.fleet = Fleet(deps.db)
         self.reference = reference
@@ -167,6 +171,42 @@ class RuleService:
                     [{"field": "actions", "message": f"loop through {start}"}],
                 )
 
+    async def _present_end(self, spec: RuleSpec, now: datetime) -> tuple[str, int | None]:
+        """The rule's feed and where it ends now (read before the write transaction)."""
+        feed = feed_of(spec.source)
+        if feed == "log":
+            return feed, None if self.log_end is None else await self.log_end()
+        return feed, await start_position(self.db, FEED_BY_NAME[feed], now)
+
+    async def _start_feed(
+        self,
+        conn: Any,
+        tenant_id: str,
+        rule_id: str,
+        feed: str,
+        position: int | None,
+        now: datetime,
+    ) -> None:
+        """When no other enabled rule reads this rule's feed, move the feed's cursor to its
+        present end: a new rule looks at what happens from now on, not at the history that
+        piled up while nobody watched (the engine neither reads nor moves an unwatched feed)."""
+        if position is None:
+            return
+        for other_tenant, other_id, definition in await conn.execute(
+            sa.select(rules.c.tenant_id, rules.c.id, rules.c.definition).where(
+                rules.c.enabled.is_(True)
+            )
+        ):
+            if (other_tenant, other_id) == (tenant_id, rule_id):
+                continue
+            source = (definition or {}).get("source") or {}
+            if feed_of(str(source.get("kind"))) == feed:
+                return
+        await conn.execute(rule_cursors.delete().where(rule_cursors.c.feed == feed))
+        await conn.execute(
+            rule_cursors.insert().values(feed=feed, position=position, updated_at=now)
+        )
+
     # -- reading ------------------------------------------------------------------------------
 
     async def list(
@@ -254,6 +294,7 @@ class RuleService:
             raise InvalidInput(f"id {rule_id!r} is not valid: {SLUG_RULE}")
         spec = await self.check(actor, data, rule_id)
         now = self.deps.clock()
+        feed, position = await self._present_end(spec, now)
         row = {
             "tenant_id": actor.tenant_id,
             "id": rule_id,
@@ -284,6 +325,8 @@ class RuleService:
                 ),
             ):
                 raise Conflict(f"rule {rule_id!r} already exists")
+            if row["enabled"]:
+                await self._start_feed(conn, actor.tenant_id, rule_id, feed, position, now)
             await conn.execute(rules.insert().values(**row))
             await audit.record(conn, actor, "create", "rule", rule_id, after=rule_out(row), at=now)
         self._changed()
@@ -308,6 +351,7 @@ class RuleService:
                 definition[name] = data[name]
         spec = await self.check(actor, definition, rule_id)
         now: datetime = self.deps.clock()
+        feed, position = await self._present_end(spec, now)
         values = {
             "name": data.get("name", before["name"]) or rule_id,
             "description": data.get("description", before["description"]) or "",
@@ -330,6 +374,8 @@ class RuleService:
             )
             if result.rowcount != 1:
                 raise Conflict(f"rule {rule_id!r} changed meanwhile; read it again")
+            if values["enabled"] and (redefined or not before["enabled"]):
+                await self._start_feed(conn, actor.tenant_id, rule_id, feed, position, now)
             if redefined:
                 await conn.execute(
                     rule_states.delete().where(

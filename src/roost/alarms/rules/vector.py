@@ -24,6 +24,24 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 
+def may_hold(condition: Condition) -> Callable[[float, float], bool]:
+    """Whether the condition can hold for some value between ``low`` and ``high`` (the batch's
+    extremes): a rule holding no device needs no closer look when it cannot."""
+    if condition.type == "range":
+        a, b = condition.low, condition.high
+        assert a is not None and b is not None
+        if condition.inside:
+            return lambda low, high: high >= a and low <= b
+        return lambda low, high: low < a or high > b
+    limit = float(condition.value)
+    return {
+        ">": lambda low, high: high > limit,
+        ">=": lambda low, high: high >= limit,
+        "<": lambda low, high: low < limit,
+        "<=": lambda low, high: low <= limit,
+    }[str(condition.op)]
+
+
 def vector_test(condition: Condition) -> Callable[[F64], BoolArray]:
     """The condition as a function of a value column (NaN, i.e. text, never holds)."""
     if condition.type == "range":
@@ -50,8 +68,10 @@ class VectorSlot:
     rule: Any  # LoadedRule (kept untyped here: the evaluation module owns that type)
     test: Callable[[F64], BoolArray]
     clear: Callable[[F64], BoolArray] | None
+    possible: Callable[[float, float], bool]
     member: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     held: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    held_count: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -63,6 +83,7 @@ class SensorVector:
     series: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     devices: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     position: dict[int, int] = field(default_factory=dict)  # device pk → index
+    position_of_series: dict[int, int] = field(default_factory=dict)  # series pk → index
     slots: list[VectorSlot] = field(default_factory=list)
 
     def set_series(self, series_to_device: dict[int, int]) -> None:
@@ -71,6 +92,7 @@ class SensorVector:
         self.series = keys
         self.devices = np.array([series_to_device[int(k)] for k in keys], dtype=np.int64)
         self.position = {int(d): i for i, d in enumerate(self.devices.tolist())}
+        self.position_of_series = {int(k): i for i, k in enumerate(keys.tolist())}
         for slot in self.slots:
             self.align(slot)
 
@@ -86,6 +108,7 @@ class SensorVector:
             [rule.states.get(d) is not None and rule.states[d].phase != "idle" for d in devices],
             dtype=bool,
         ).reshape(-1)
+        slot.held_count = int(slot.held.sum())
 
     def mark(self, rule: Any, device_pk: int, held: bool) -> None:
         """Keep a rule's ``held`` column in step with the state just decided."""
@@ -93,13 +116,14 @@ class SensorVector:
         if index is None:
             return
         for slot in self.slots:
-            if slot.rule is rule:
+            if slot.rule is rule and bool(slot.held[index]) != held:
                 slot.held[index] = held
+                slot.held_count += 1 if held else -1
 
     def candidates(
         self, series: I64, values: F64, skip: int
-    ) -> Iterable[tuple[VectorSlot, int, I64, F64, I64]]:
-        """Per rule, the points worth a look: (slot, count, positions, values, device keys)."""
+    ) -> Iterable[tuple[VectorSlot, I64, F64, I64]]:
+        """Per rule, the points to evaluate one by one: (slot, positions, values, device keys)."""
         if not len(self.series):
             return
         where = np.flatnonzero(np.isin(series, self.series))
@@ -107,9 +131,17 @@ class SensorVector:
             where = where[where >= skip]
         if not len(where):
             return
-        index = np.searchsorted(self.series, series[where])
         vals = values[where]
+        numeric = vals[~np.isnan(vals)]
+        if not len(numeric):
+            return  # text in a numeric rule's sensor: no threshold holds for it
+        low, high = float(numeric.min()), float(numeric.max())
+        index: I64 | None = None
         for slot in self.slots:
+            if slot.held_count == 0 and not slot.possible(low, high):
+                continue
+            if index is None:
+                index = np.searchsorted(self.series, series[where])
             cond = slot.test(vals)
             held = slot.held[index]
             if slot.clear is None:
@@ -117,12 +149,9 @@ class SensorVector:
             else:
                 interesting = np.where(held, ~cond | slot.clear(vals), cond)
             interesting &= slot.member[index]
-            chosen = np.flatnonzero(interesting)
-            if len(chosen):
-                yield (
-                    slot,
-                    len(chosen),
-                    where[chosen],
-                    vals[chosen],
-                    self.devices[index[chosen]],
-                )
+            if not interesting.any():
+                continue
+            # Every point of a device with an interesting one, in order: the state it reaches at
+            # one point decides what the next means (a clear right after a crossing).
+            chosen = np.flatnonzero(np.isin(index, index[interesting]))
+            yield slot, where[chosen], vals[chosen], self.devices[index[chosen]]

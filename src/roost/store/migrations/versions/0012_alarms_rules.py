@@ -161,9 +161,22 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "rule_id", "device_pk", name=op.f("pk_rule_states")),
     )
+    # Rules read commands and job executions as they reach a final status.
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_commands_completed_at"), ["completed_at"], unique=False
+        )
+    with op.batch_alter_table("job_executions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_job_executions_completed_at"), ["completed_at"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("job_executions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_job_executions_completed_at"))
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_commands_completed_at"))
     op.drop_table("rule_states")
     with op.batch_alter_table("alarms", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_alarms_tenant_id_status_severity"))
