@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.alarms.rules.model import SEVERITIES
 from roost.alarms.tables import alarms
+from roost.alarms.writes import AlarmOp, apply_ops
 from roost.audit import service as audit
 from roost.core import metrics
 from roost.core.access import Actor, Role
@@ -101,6 +102,17 @@ class AlarmService:
 
     # -- the engine's side (inside its transaction) -------------------------------------------
 
+    async def apply_in(
+        self, conn: AsyncConnection, ops: Sequence[AlarmOp]
+    ) -> list[AlarmChange | None]:
+        """Raise and clear alarms in order inside the caller's transaction (a few statements
+        for any number, :mod:`roost.alarms.writes`); one change per op (None: nothing to clear)."""
+        return [
+            None if r.change is None or r.alarm is None
+            else AlarmChange(r.alarm["tenant_id"], r.alarm, r.change)
+            for r in await apply_ops(conn, ops)
+        ]  # fmt: skip
+
     async def raise_in(
         self,
         conn: AsyncConnection,
@@ -116,43 +128,13 @@ class AlarmService:
         now: datetime,
     ) -> AlarmChange:
         """Open an alarm, or count a repeat of the open one of this device and type."""
-        key = f"{device_pk}:{type}"
-        open_row = await fetch_one(
-            conn,
-            sa.select(alarms).where(alarms.c.tenant_id == tenant_id, alarms.c.open_key == key),
-        )
-        if open_row is not None:
-            # A repeat: count it; a graver severity wins (a warning does not calm a critical).
-            worse = min(open_row["severity"], severity, key=lambda s: _RANK.get(s, 9))
-            values = {"count": open_row["count"] + 1, "last_at": now, "severity": worse}
-            values["details"] = details or open_row["details"]
-            await conn.execute(
-                alarms.update().where(alarms.c.id == open_row["id"]).values(**values)
-            )
-            return AlarmChange(tenant_id, {**open_row, **values}, "repeated")
-        row = {
-            "tenant_id": tenant_id,
-            "device_pk": device_pk,
-            "device_id": device_id,
-            "type": type,
-            "rule_id": rule_id,
-            "severity": severity,
-            "status": "active",
-            "open_key": key,
-            "acknowledged": False,
-            "acked_by": None,
-            "acked_at": None,
-            "cleared_by": None,
-            "summary": summary,
-            "details": details,
-            "count": 1,
-            "started_at": now,
-            "last_at": now,
-            "ended_at": None,
-        }
-        result = await conn.execute(alarms.insert().values(**row))
-        assert result.inserted_primary_key is not None
-        return AlarmChange(tenant_id, {**row, "id": result.inserted_primary_key[0]}, "raised")
+        op = AlarmOp(
+            "raise", tenant_id, device_pk, device_id, type, now, severity=severity,
+            rule_id=rule_id, summary=summary, details=details,
+        )  # fmt: skip
+        (change,) = await self.apply_in(conn, [op])
+        assert change is not None
+        return change
 
     async def clear_in(
         self,
@@ -165,15 +147,8 @@ class AlarmService:
         by: str | None = None,
     ) -> AlarmChange | None:
         """Clear the open alarm of this device and type (None when there is none)."""
-        row = await fetch_one(
-            conn,
-            sa.select(alarms).where(
-                alarms.c.tenant_id == tenant_id, alarms.c.open_key == f"{device_pk}:{type}"
-            ),
-        )
-        if row is None:
-            return None
-        return await self._clear_row(conn, row, now, by)
+        op = AlarmOp("clear", tenant_id, device_pk, "", type, now, by=by)
+        return (await self.apply_in(conn, [op]))[0]
 
     async def _clear_row(
         self, conn: AsyncConnection, row: dict[str, Any], now: datetime, by: str | None

@@ -19,6 +19,7 @@ from roost.alarms.notify.model import AlarmNotice
 from roost.alarms.rules.fleet import DeviceFacts
 from roost.alarms.rules.tables import rule_actions
 from roost.alarms.service import AlarmChange, AlarmService
+from roost.alarms.writes import AlarmOp
 from roost.commands.rules import CommandRequest
 from roost.commands.service import CommandService
 
@@ -145,39 +146,31 @@ async def run_effects(
     notices: list[AlarmNotice] = []
     queued: list[tuple[str, int, dict[str, Any]]] = []
     outbox: list[dict[str, Any]] = []
+    # Alarm raises and clears of the whole chunk go in one batch (roost.alarms.writes).
+    ops: list[AlarmOp] = []
+    sources: list[tuple[Effect, str]] = []  # the effect and notice status of each op
     for effect in effects:
         rule, device = effect.rule, effect.device
         spec = rule.spec
         alarm = spec.alarm
         at = utc(effect.at)
-        if effect.kind == "resolve":
-            if alarm is not None:
-                alarm_type = alarm.params.get("alarm_type") or rule.id
-                change = await alarms.clear_in(
-                    conn, tenant_id=rule.tenant_id, device_pk=device.pk, type=alarm_type, now=at
-                )
-                if change is not None:
-                    changes.append(change)
-                    if spec.channels:
-                        notices.append(notice(change, effect, "resolved"))
-            continue
         if alarm is not None:
             alarm_type = alarm.params.get("alarm_type") or rule.id
-            change = await alarms.raise_in(
-                conn,
-                tenant_id=rule.tenant_id,
-                device_pk=device.pk,
-                device_id=device.id,
-                type=alarm_type,
-                severity=alarm.params["severity"],
-                rule_id=rule.id,
-                summary=_summary(effect, alarm_type, alarm.params.get("summary")),
-                details=_details(effect),
-                now=at,
-            )
-            changes.append(change)
-            if change.change == "raised" and spec.channels:
-                notices.append(notice(change, effect, "firing"))
+            if effect.kind == "resolve":
+                ops.append(AlarmOp("clear", rule.tenant_id, device.pk, device.id, alarm_type, at))
+                sources.append((effect, "resolved"))
+            else:
+                ops.append(
+                    AlarmOp(
+                        "raise", rule.tenant_id, device.pk, device.id, alarm_type, at,
+                        severity=alarm.params["severity"], rule_id=rule.id,
+                        summary=_summary(effect, alarm_type, alarm.params.get("summary")),
+                        details=_details(effect),
+                    )
+                )  # fmt: skip
+                sources.append((effect, "firing"))
+        if effect.kind == "resolve":
+            continue
         for action in spec.actions:
             params = dict(action.params)
             if action.type == "command":
@@ -207,6 +200,13 @@ async def run_effects(
                 if value is not None and not isinstance(value, (dict, list)):
                     point = {"ts": int(effect.at * 1000), "values": {params["sensor"]: value}}
                     outbox.append(_outbox(effect, "emit_telemetry", point, now))
+    for change, (effect, status) in zip(await alarms.apply_in(conn, ops), sources, strict=True):
+        if change is None:
+            continue
+        changes.append(change)
+        notify = change.change == "raised" if status == "firing" else change.change == "cleared"
+        if notify and effect.rule.spec.channels:
+            notices.append(notice(change, effect, status))
     if outbox:
         await conn.execute(rule_actions.insert(), outbox)
     return changes, notices, queued, len(outbox)
