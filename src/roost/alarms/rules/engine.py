@@ -116,6 +116,7 @@ class RuleEngine:
         self.processed = asyncio.Event()  # set after each pass (tests and benchmarks wait on it)
         self.passes = 0
         self._targets_at = 0.0
+        self._refresh_task: asyncio.Task[Any] | None = None
         self._polled_at = 0.0
         self._feed_read_at: dict[str, float] = {}
         # The cursors as stored (self.cursors may be ahead by chunks that changed nothing).
@@ -141,6 +142,8 @@ class RuleEngine:
         for subscription in self._subscriptions:
             await subscription.stop()
         self._subscriptions = []
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -196,6 +199,8 @@ class RuleEngine:
 
     async def _load(self) -> None:
         """Rules and their committed states, from the database."""
+        # Cleared first: a change made while this load reads is loaded by the next one.
+        self._reload = False
         async with self.db.read() as conn:
             self._signature = await self._rules_signature(conn)
             # A rule saved since may have moved a cursor (to the present, for a feed nobody
@@ -219,7 +224,6 @@ class RuleEngine:
                 row["phase"], row["since"], row["due_at"], row["last_value"], row["last_ts"]
             )
         await self.book.load([dict(r) for r in rule_rows], states)
-        self._reload = False
         self._targets_at = asyncio.get_running_loop().time()
 
     # -- feeding ------------------------------------------------------------------------------
@@ -252,9 +256,7 @@ class RuleEngine:
                     self._reload = await self._signature_changed()
                 if self._reload:
                     await self._load()
-                elif loop.time() - self._targets_at > TARGETS_REFRESH_S:
-                    await self.book.refresh_targets()
-                    self._targets_at = loop.time()
+                self._refresh(loop.time())
                 more = await self.step()
             except Exception:
                 log.exception("the rules engine's step failed; it retries from its cursors")
@@ -266,6 +268,21 @@ class RuleEngine:
             self.processed.set()
             if more:
                 self._wake.set()
+
+    def _refresh(self, now: float) -> None:
+        """Start reading targets, series and facts again in the background every
+        TARGETS_REFRESH_S, and apply what was read between steps (reads wait for the loop
+        under heavy ingest: the engine must not)."""
+        task = self._refresh_task
+        if task is not None and task.done():
+            self._refresh_task = None
+            if not task.cancelled() and task.exception() is None:
+                self.book.apply_refresh(task.result())
+            elif not task.cancelled():
+                log.warning("refreshing the rules' targets failed: %s", task.exception())
+        elif task is None and now - self._targets_at > TARGETS_REFRESH_S:
+            self._targets_at = now
+            self._refresh_task = asyncio.create_task(self.book.read_refresh(), name="rules-refresh")
 
     async def step(self) -> bool:
         """One round over every feed and the clock; True when more is waiting."""

@@ -75,6 +75,15 @@ class LoadedRule:
         return self.devices is None or device_pk in self.devices
 
 
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Targets, series and facts read again for the rules of one load (generation)."""
+
+    generation: int
+    targets: dict[tuple[str, str], frozenset[int] | None]
+    series: dict[tuple[str, str], dict[int, int]]
+
+
 @dataclass(slots=True)
 class Chunk:
     """Decisions of one chunk, committed together."""
@@ -108,6 +117,7 @@ class RuleBook:
         self._routes: dict[int, tuple[str, int, str, list[LoadedRule]] | None] = {}
         self._routed = np.zeros(0, dtype=np.int64)  # the keys of _routes, sorted
         self._timed: set[tuple[LoadedRule, int]] = set()
+        self.generation = 0  # grows with each load (a refresh read before one is dropped)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -121,6 +131,7 @@ class RuleBook:
         self._routes = {}
         self._routed = np.zeros(0, dtype=np.int64)
         self._timed = set()
+        memo: dict[str, frozenset[int] | None] = {}
         for row in rows:
             try:
                 spec = parse_rule(row["definition"])
@@ -129,7 +140,7 @@ class RuleBook:
                 continue
             rule = LoadedRule(row["tenant_id"], row["id"], row["name"], spec)
             rule.states = dict(states.get(rule.key, {}))
-            rule.devices = await self.fleet.targets(rule.tenant_id, spec.targets)
+            rule.devices = await self._targets(rule, memo)
             self.rules[rule.key] = rule
             for pk, state in rule.states.items():
                 if state.due_at is not None:
@@ -154,13 +165,44 @@ class RuleBook:
                 self.telemetry_rules.setdefault(rule.tenant_id, []).append(rule)
         for vector in self.vectors.values():
             vector.set_series(await self.fleet.sensor_series(vector.tenant_id, vector.sensor))
+        await self.fleet.preload({rule.tenant_id for rule in self.rules.values()})
+        self.generation += 1
 
-    async def refresh_targets(self) -> None:
-        """Resolve every rule's targets again (group members and queries change)."""
-        for rule in self.rules.values():
-            rule.devices = await self.fleet.targets(rule.tenant_id, rule.spec.targets)
-        for vector in self.vectors.values():
-            vector.set_series(await self.fleet.sensor_series(vector.tenant_id, vector.sensor))
+    async def _targets(
+        self, rule: LoadedRule, memo: dict[str, frozenset[int] | None]
+    ) -> frozenset[int] | None:
+        """A rule's target devices; rules with the same targets share one query."""
+        key = orjson.dumps([rule.tenant_id, rule.spec.targets], option=orjson.OPT_SORT_KEYS)
+        text = key.decode()
+        if text not in memo:
+            memo[text] = await self.fleet.targets(rule.tenant_id, rule.spec.targets)
+        return memo[text]
+
+    async def read_refresh(self) -> Refresh:
+        """Read what changes under the rules (targets, sensors' series, device facts); the
+        engine runs this beside its work and applies the answer between steps."""
+        generation = self.generation
+        memo: dict[str, frozenset[int] | None] = {}
+        targets = {key: await self._targets(rule, memo) for key, rule in self.rules.items()}
+        series = {
+            key: await self.fleet.sensor_series(vector.tenant_id, vector.sensor)
+            for key, vector in self.vectors.items()
+        }
+        await self.fleet.preload({rule.tenant_id for rule in self.rules.values()})
+        return Refresh(generation, targets, series)
+
+    def apply_refresh(self, refresh: Refresh) -> None:
+        """Take a refresh in (unless the rules were loaded again since it was read)."""
+        if refresh.generation != self.generation:
+            return
+        for key, devices in refresh.targets.items():
+            rule = self.rules.get(key)
+            if rule is not None:
+                rule.devices = devices
+        for key, series in refresh.series.items():
+            vector = self.vectors.get(key)
+            if vector is not None:
+                vector.set_series(series)
         self._routes = {}
         self._routed = np.zeros(0, dtype=np.int64)
 
@@ -327,15 +369,15 @@ class RuleBook:
 
     async def _add_series(self, unknown: list[int]) -> None:
         owners = await self.fleet.owners(unknown)
-        grown: set[SensorVector] = set()
+        grown: dict[SensorVector, dict[int, int]] = {}
         for pk in unknown:
             owner = owners.get(pk)
             if owner is None:
                 self._routes[pk] = None
                 continue
             vector = self.vectors.get((owner.tenant_id, owner.sensor))
-            if vector is not None and vector not in grown and pk not in vector.position_of_series:
-                grown.add(vector)
+            if vector is not None and pk not in vector.position_of_series:
+                grown.setdefault(vector, {})[pk] = owner.device_pk
             slow = [
                 r
                 for r in self.telemetry_rules.get(owner.tenant_id, ())
@@ -344,8 +386,8 @@ class RuleBook:
             ]
             self._routes[pk] = (owner.tenant_id, owner.device_pk, owner.sensor, slow)
         self._routed = np.array(sorted(self._routes), dtype=np.int64)
-        for vector in grown:
-            vector.set_series(await self.fleet.sensor_series(vector.tenant_id, vector.sensor))
+        for vector, added in grown.items():
+            vector.add_series(added)
 
     async def _slow_points(self, chunk: Chunk, batch: DecodedBatch, skip: int) -> None:
         unknown = await self._new_series(batch.series)

@@ -85,9 +85,15 @@ class SensorVector:
     position: dict[int, int] = field(default_factory=dict)  # device pk → index
     position_of_series: dict[int, int] = field(default_factory=dict)  # series pk → index
     slots: list[VectorSlot] = field(default_factory=list)
+    owners: dict[int, int] = field(default_factory=dict)  # series pk → device pk
+
+    def add_series(self, series_to_device: dict[int, int]) -> None:
+        """Take new series in (a device's first point of this sensor): rebuild the columns."""
+        self.set_series({**self.owners, **series_to_device})
 
     def set_series(self, series_to_device: dict[int, int]) -> None:
         """(Re)build the aligned columns for this set of series."""
+        self.owners = dict(series_to_device)
         keys = np.array(sorted(series_to_device), dtype=np.int64)
         self.series = keys
         self.devices = np.array([series_to_device[int(k)] for k in keys], dtype=np.int64)
@@ -100,14 +106,15 @@ class SensorVector:
         """Fill a slot's columns from its rule's targets and committed states."""
         rule = slot.rule
         targets = rule.devices
-        devices = self.devices.tolist()
-        slot.member = np.array(
-            [targets is None or d in targets for d in devices], dtype=bool
-        ).reshape(-1)
-        slot.held = np.array(
-            [rule.states.get(d) is not None and rule.states[d].phase != "idle" for d in devices],
-            dtype=bool,
-        ).reshape(-1)
+        if targets is None:
+            slot.member = np.ones(len(self.devices), dtype=bool)
+        else:
+            slot.member = np.isin(self.devices, np.fromiter(targets, np.int64, len(targets)))
+        slot.held = np.zeros(len(self.devices), dtype=bool)
+        for device_pk, state in rule.states.items():  # only devices the rule keeps state for
+            index = self.position.get(device_pk)
+            if index is not None and state.phase != "idle":
+                slot.held[index] = True
         slot.held_count = int(slot.held.sum())
 
     def mark(self, rule: Any, device_pk: int, held: bool) -> None:
