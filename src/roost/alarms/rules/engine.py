@@ -253,7 +253,9 @@ class RuleEngine:
             try:
                 if not self._reload and loop.time() - self._polled_at > RULES_POLL_S:
                     self._polled_at = loop.time()
-                    self._reload = await self._signature_changed()
+                    # Only ever set here: a change announced while the poll reads stays loaded.
+                    if await self._signature_changed():
+                        self._reload = True
                 if self._reload:
                     await self._load()
                 self._refresh(loop.time())

@@ -133,7 +133,11 @@ class SensorVector:
         """Per rule, the points to evaluate one by one: (slot, positions, values, device keys)."""
         if not len(self.series):
             return
-        where = np.flatnonzero(np.isin(series, self.series))
+        # One binary search per point finds both whether its series is this sensor's and where
+        # (cheaper than np.isin, which sorts the batch and the series together).
+        found = np.searchsorted(self.series, series)
+        found[found == len(self.series)] = 0
+        where = np.flatnonzero(self.series[found] == series)
         if skip:
             where = where[where >= skip]
         if not len(where):
@@ -148,7 +152,7 @@ class SensorVector:
             if slot.held_count == 0 and not slot.possible(low, high):
                 continue
             if index is None:
-                index = np.searchsorted(self.series, series[where])
+                index = found[where]
             cond = slot.test(vals)
             held = slot.held[index]
             if slot.clear is None:
