@@ -391,6 +391,20 @@ def _print_alarm_change(alarm: dict[str, Any], what: str) -> None:
     )
 
 
+def _alarm_action(
+    alarm_id: int, tenant: str, data_dir: Any, database_url: Any, action: str, done: str
+) -> None:
+    """Acknowledge or clear an alarm through the alarms service and print what changed."""
+
+    async def work() -> dict[str, Any]:
+        async with open_roost(data_dir, database_url) as roost:
+            actor = await tenant_actor(roost, tenant)
+            answer: dict[str, Any] = await getattr(roost.alarms, action)(actor, alarm_id)
+            return answer
+
+    _print_alarm_change(run(work()), done)
+
+
 @alarms_app.command(epilog="Example:\n\n  roost alarms ack 42 --tenant acme")
 def ack(
     alarm_id: AlarmIdArgument,
@@ -399,13 +413,7 @@ def ack(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Acknowledge an alarm (someone is on it); an error if it already is."""
-
-    async def work() -> dict[str, Any]:
-        async with open_roost(data_dir, database_url) as roost:
-            actor = await tenant_actor(roost, tenant)
-            return await roost.alarms.acknowledge(actor, alarm_id)
-
-    _print_alarm_change(run(work()), "acknowledged")
+    _alarm_action(alarm_id, tenant, data_dir, database_url, "acknowledge", "acknowledged")
 
 
 @alarms_app.command(epilog="Example:\n\n  roost alarms clear 42 --tenant acme")
@@ -416,10 +424,4 @@ def clear(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Clear an active alarm by hand; an error if it is cleared already."""
-
-    async def work() -> dict[str, Any]:
-        async with open_roost(data_dir, database_url) as roost:
-            actor = await tenant_actor(roost, tenant)
-            return await roost.alarms.clear(actor, alarm_id)
-
-    _print_alarm_change(run(work()), "cleared")
+    _alarm_action(alarm_id, tenant, data_dir, database_url, "clear", "cleared")

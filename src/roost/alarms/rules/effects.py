@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.alarms.notify.model import AlarmNotice
 from roost.alarms.rules.fleet import DeviceFacts
+from roost.alarms.rules.model import Expression
 from roost.alarms.rules.tables import rule_actions
 from roost.alarms.service import AlarmChange, AlarmService
 from roost.alarms.writes import AlarmOp
@@ -114,8 +115,6 @@ def derived_body(effect: Effect, params: dict[str, Any]) -> dict[str, Any]:
     reference rows under their aliases, the new type, and where it came from (loop guard)."""
     context = effect.context or {}
     if params.get("body"):
-        from roost.alarms.rules.model import Expression
-
         projected = Expression(params["body"], "body").search(context)
         body = projected if isinstance(projected, dict) else {"value": projected}
     else:
@@ -194,8 +193,6 @@ async def run_effects(
             elif action.type == "emit_event":
                 outbox.append(_outbox(effect, "emit_event", derived_body(effect, params), now))
             elif action.type == "emit_telemetry":
-                from roost.alarms.rules.model import Expression
-
                 value = Expression(params["value"], "value").search(effect.context or {})
                 if value is not None and not isinstance(value, (dict, list)):
                     point = {"ts": int(effect.at * 1000), "values": {params["sensor"]: value}}

@@ -20,20 +20,15 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
-import orjson
 import sqlalchemy as sa
 
-from roost.alarms.notify.model import AlarmNotice
 from roost.alarms.notify.service import NotificationService
 from roost.alarms.reference.service import ReferenceService
 from roost.alarms.rules.evaluation import (
     Chunk,
-    Effect,
-    LoadedRule,
     RuleBook,
     State,
     run_effects,
@@ -498,11 +493,3 @@ class RuleEngine:
                 await asyncio.wait_for(self.processed.wait(), 0.5)
             except TimeoutError:
                 pass
-
-
-def utc(epoch_s: float) -> datetime:
-    """An epoch time as an aware UTC datetime."""
-    return datetime.fromtimestamp(epoch_s, UTC)
-
-
-__all__ = ["AlarmNotice", "Effect", "LoadedRule", "RuleEngine", "Sequence", "orjson", "utc"]
