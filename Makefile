@@ -37,14 +37,19 @@ MQTT_PORT ?= 1884
 run: install  ## start Roost on SQLite (./roost-data) with the demo retail fleet
 	$(BIN)/roost serve --demo --mqtt-port $(MQTT_PORT)
 
-# Debian packages the tests use: MQTT command-line clients, and Chromium for the console's browser
-# tests (Playwright drives this binary; a browser download would fail on a closed network).
-SYSTEM_PACKAGES := mosquitto-clients chromium
+# Debian packages the tests use: MQTT command-line clients, Chromium for the console's browser
+# tests (Playwright drives this binary; a browser download would fail on a closed network), and
+# for software delivery: swupdate (its suricatta mode is a real hawkBit DDI client), gnupg (signs
+# the APT repository), apt (a real apt-get reads it) and nginx (the download benchmark's peer).
+SYSTEM_PACKAGES := mosquitto-clients chromium swupdate gnupg nginx
 
-system-deps:  ## Debian packages the tests use (MQTT command-line clients, Chromium)
+system-deps:  ## Debian packages the tests use (MQTT clients, Chromium, swupdate, gnupg, nginx)
 	@missing=""; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v swupdate >/dev/null 2>&1 || missing="$$missing swupdate"; \
+	command -v gpg >/dev/null 2>&1 || missing="$$missing gnupg"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \

@@ -43,6 +43,10 @@ from roost.inventory.devices import router as devices
 from roost.jobs import console as job_pages
 from roost.jobs import router as jobs
 from roost.mqtt.websocket import mqtt_websocket
+from roost.ota.apt import router as apt
+from roost.ota.artifacts import router as artifacts
+from roost.ota.ddi import router as ddi
+from roost.ota.deployments import router as deployments
 from roost.presence import console as presence_pages
 from roost.presence import router as presence
 from roost.provisioning import console as provisioning_pages
@@ -95,6 +99,10 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (notifications.router, API_PREFIX),
         (rules.router, API_PREFIX),
         (alarms.router, API_PREFIX),
+        (artifacts.router, API_PREFIX),
+        (deployments.router, API_PREFIX),
+        (apt.router, API_PREFIX),
+        (ddi.router, ""),  # hawkBit's own paths: /{tenant}/controller/v1/{controllerId}
     ]
 
 

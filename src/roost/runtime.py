@@ -28,6 +28,9 @@ import roost.credentials.tokens.tables
 import roost.identity.tables
 import roost.inventory.tables
 import roost.jobs.tables
+import roost.ota.apt.tables
+import roost.ota.artifacts.tables
+import roost.ota.deployments.tables
 import roost.presence.tables
 import roost.provisioning.tables
 import roost.state.tables
@@ -62,6 +65,9 @@ from roost.jobs.service import JobService
 from roost.mqtt.gateway import Gateway
 from roost.mqtt.host import GatewayConfig
 from roost.mqtt.topics import DeviceTopics
+from roost.ota.apt.service import AptService
+from roost.ota.artifacts.service import ArtifactService
+from roost.ota.deployments.service import DeploymentService
 from roost.presence.service import PresenceService
 from roost.provisioning.service import ProvisioningService
 from roost.state import mqtt as state_topics
@@ -154,6 +160,9 @@ class Roost:
     rules: RuleService
     rule_engine: RuleEngine
     rule_actions: RuleActions
+    artifacts: ArtifactService
+    deployments: DeploymentService
+    apt: AptService
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -246,6 +255,7 @@ class Roost:
         rule_actions = RuleActions(deps, pipeline.ingest, state)
         rule_engine.actions_hook = rule_actions.wake
         rules.on_change.append(rule_engine.rules_changed)
+        artifacts = ArtifactService(deps)
         return cls(
             settings=settings,
             db=db,
@@ -275,6 +285,9 @@ class Roost:
             rules=rules,
             rule_engine=rule_engine,
             rule_actions=rule_actions,
+            artifacts=artifacts,
+            deployments=DeploymentService(deps),
+            apt=AptService(deps),
         )
 
     @property
@@ -294,6 +307,9 @@ class Roost:
             self.alarms,
             self.rule_actions,
             self.rule_engine,
+            self.artifacts,
+            self.deployments,
+            self.apt,
         )
 
     async def start(self, *, serve: bool = True) -> None:

@@ -1,0 +1,1 @@
+"""Authenticated APT repositories built from the Debian-package artifacts of a tenant."""

@@ -1,0 +1,3 @@
+"""Tables of apt repositories; part of :data:`roost.store.metadata.metadata`."""
+
+from __future__ import annotations

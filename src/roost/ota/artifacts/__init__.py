@@ -1,0 +1,1 @@
+"""Artifacts: immutable uploaded files with their hashes, signed manifest and downloads."""

@@ -1,0 +1,1 @@
+"""Blob stores: where artifact bytes live (local files, or an S3-compatible service)."""

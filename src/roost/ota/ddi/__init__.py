@@ -1,0 +1,1 @@
+"""The hawkBit Direct Device Integration (DDI) API, so existing update clients work unchanged."""

@@ -1,0 +1,1 @@
+"""Deployments: artifacts sent to devices in phases, built on jobs."""

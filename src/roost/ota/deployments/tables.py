@@ -1,0 +1,3 @@
+"""Tables of deployments; part of :data:`roost.store.metadata.metadata`."""
+
+from __future__ import annotations
