@@ -43,6 +43,7 @@ from roost.inventory.devices import router as devices
 from roost.jobs import console as job_pages
 from roost.jobs import router as jobs
 from roost.mqtt.websocket import mqtt_websocket
+from roost.ota import console as ota_pages
 from roost.ota.apt import router as apt
 from roost.ota.artifacts import router as artifacts
 from roost.ota.ddi import router as ddi
@@ -126,6 +127,7 @@ def console_rooms() -> list[ModuleType]:
         alarm_pages,
         rule_pages,
         notification_pages,
+        ota_pages,
     ]
 
 
@@ -158,7 +160,8 @@ def offered_services(roost: Roost) -> tuple[object, ...]:
         notifications.Services,
         rules.Services,
         alarms.Services,
-    ] = (roost,) * 22
+        artifacts.Services,
+    ] = (roost,) * 23
     return typed
 
 
@@ -208,6 +211,10 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=roost.settings.max_body_bytes,
-        per_path={f"{API_PREFIX}/devices/import": roost.settings.max_import_bytes},
+        per_path={
+            f"{API_PREFIX}/devices/import": roost.settings.max_import_bytes,
+            # Artifact uploads are streamed to storage; the service enforces its own limit.
+            f"{API_PREFIX}{artifacts.UPLOAD_PATH}": roost.settings.artifact_max_bytes,
+        },
     )
     return app

@@ -144,6 +144,19 @@ class Settings:
     smtp_from: str = "roost@localhost"
     smtp_tls: str = "none"
     smtp_timeout_s: float = 10.0
+    # Software delivery (issue 14): the largest artifact an upload may hold (8 GiB: a full disk
+    # image or a container export, still bounded); where artifact bytes live (empty: files under
+    # data_dir/blobs; ``s3://bucket/prefix?endpoint=http://…`` for an S3-compatible service); the
+    # operator's own Ed25519 signing key (PEM; empty: a platform key generated and sealed in the
+    # database); how long a signed download URL stays valid (an hour: enough to fetch a large
+    # image on a slow link, short enough that a leaked URL dies soon).
+    artifact_max_bytes: int = 8 * 1024**3
+    blob_url: str = ""
+    ota_signing_key_file: str = ""
+    ota_url_ttl_s: int = 3600
+    # hawkBit DDI: the polling interval announced to update clients (config.polling.sleep);
+    # five minutes is hawkBit's own default, light for a fleet and soon enough for a rollout.
+    ddi_polling_s: int = 300
 
     @property
     def resolved_database_url(self) -> str:
@@ -191,6 +204,9 @@ _CASTS: dict[str, Callable[[str], Any]] = {
     "smtp_port": int,
     "smtp_tls": _smtp_tls,
     "smtp_timeout_s": float,
+    "artifact_max_bytes": int,
+    "ota_url_ttl_s": int,
+    "ddi_polling_s": int,
 }
 
 

@@ -256,6 +256,7 @@ class Roost:
         rule_engine.actions_hook = rule_actions.wake
         rules.on_change.append(rule_engine.rules_changed)
         artifacts = ArtifactService(deps)
+        jobs = JobService(deps)
         return cls(
             settings=settings,
             db=db,
@@ -273,7 +274,7 @@ class Roost:
             presence=presence,
             state=state,
             commands=commands,
-            jobs=JobService(deps),
+            jobs=jobs,
             certificates=CertificateService(deps, device_auth),
             keys=KeyService(deps, device_auth),
             provisioning=ProvisioningService(deps, devices, credentials),
@@ -286,8 +287,8 @@ class Roost:
             rule_engine=rule_engine,
             rule_actions=rule_actions,
             artifacts=artifacts,
-            deployments=DeploymentService(deps),
-            apt=AptService(deps),
+            deployments=DeploymentService(deps, jobs=jobs, artifacts=artifacts),
+            apt=AptService(deps, artifacts=artifacts),
         )
 
     @property

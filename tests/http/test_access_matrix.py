@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.mqtt.test_gateway import Client
+from tests.ota.apt.debs import build_deb
 from tests.support import (
     ADMIN_PASSWORD,
     Api,
@@ -115,6 +116,25 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     # Reference tables (lookup data of rules): viewers read, operators replace and delete.
     (r"GET /api/v1/reference-tables(/.*)?", "viewer"),
     (r"\w+ /api/v1/reference-tables(/.*)?", "operator"),
+    # Artifacts (issue 14): viewers read and download, operators upload, change and delete;
+    # devices read and download their tenant's; the signing key is public; a signed URL decides
+    # by itself (a bad one: 401 for all).
+    (r"GET /api/v1/artifacts(/.*)?", "viewer"),
+    (r"\w+ /api/v1/artifacts(/.*)?", "operator"),
+    (r"GET /api/v1/ota/signing-key", "public"),
+    (r"GET /api/v1/ota/artifacts/\{artifact_id\}(/download)?", "device"),
+    (r"GET /api/v1/ota/dl/\{token\}", "open"),
+    # Deployments (issue 14): viewers read, operators deploy, cancel and resume.
+    (r"GET /api/v1/deployments(/.*)?", "viewer"),
+    (r"\w+ /api/v1/deployments(/.*)?", "operator"),
+    (r"GET /api/v1/ota/actions/\{action_id\}", "device_own"),
+    (r"GET /api/v1/ota/actions", "device"),
+    # APT repositories (issue 14): viewers read channels, operators publish; apt's doors take a
+    # device of the tenant (Basic from auth.conf, or Bearer); the signing key is public.
+    (r"GET /api/v1/apt/key\.asc", "public"),
+    (r"GET /api/v1/apt/channels(/.*)?", "viewer"),
+    (r"\w+ /api/v1/apt/channels(/.*)?", "operator"),
+    (r"GET /api/v1/apt/\{tenant\}/.*", "device"),
     # The devices themselves (inventory).
     (r"GET /api/v1/devices(/.*)?", "viewer"),
     (r"\w+ /api/v1/devices(/.*)?", "operator"),
@@ -124,6 +144,8 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"\w+ /api/v1/device/jobs/\{job_id\}(/.*)?", "device_own"),
     (r"GET /api/v1/device/states/\{name\}", "device_own"),  # reporting one creates it
     (r"\w+ /api/v1/device/.*", "device"),
+    # hawkBit DDI (issue 14): a device's token on its own controller; another's: 404.
+    (r"\w+ /\{tenant\}/controller/v1/\{controller_id\}(/.*)?", "device_own"),
 ]
 LEVELS = {"public", "open", "user", "read", "device", "device_own", *RANK}
 
@@ -399,6 +421,48 @@ def _build(server: RoostServer) -> World:
     )["id"]
     _created(device.post(f"{V1}/telemetry", json={"values": {"t": 500.0}}))
     params["alarm_id"] = str(eventually(lambda: admin.get(f"{V1}/alarms").json()["items"])[0]["id"])
+    # hawkBit DDI (issue 14): the device's controller, an artifact deployed to it, its action.
+    artifact = _created(
+        admin.post(
+            f"{V1}/artifacts",
+            params={"type": "firmware", "version": "1.0", "filename": "acl.swu"},
+            content=b"acl image",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    )
+    deployment = _created(
+        admin.post(
+            f"{V1}/deployments",
+            json={"artifact_ids": [artifact["id"]], "targets": {"devices": [device_id]}},
+        )
+    )
+    actions = admin.get(f"{V1}/deployments/{deployment['id']}/devices").json()["items"]
+    params.update(
+        tenant=t,
+        controller_id=device_id,
+        action_id=str(actions[0]["action_id"]),
+        module_id=str(artifact["module_id"]),
+        filename=artifact["filename"],
+        artifact_id=artifact["id"],
+        deployment_id=deployment["id"],
+        token="not-a-signed-url",
+    )
+    # APT (issue 14): a channel for all devices (named as the state, {name}), a package in it.
+    deb = _created(
+        admin.post(
+            f"{V1}/artifacts",
+            params={"type": "deb", "filename": "acl_1.0_all.deb"},
+            content=build_deb(server.data_dir, "acl", "1.0").read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    )
+    _created(admin.post(f"{V1}/apt/channels", json={"name": params["name"]}))
+    _created(
+        admin.post(f"{V1}/apt/channels/{params['name']}/packages", json={"artifact_id": deb["id"]})
+    )
+    params.update(
+        channel=params["name"], path="InRelease", package_id=deb["id"], package_file=deb["filename"]
+    )
 
     clients = {
         caller: Api(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.conftest import Tenant
@@ -54,7 +55,8 @@ def test_every_route_is_in_the_openapi_document_with_a_summary(tmp_path: Path) -
         for method, op in item.items()
     }
     routes = [
-        (prefix + route.path, route)
+        # A path converter ({path:path}) is written as a plain parameter in the document.
+        (re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path), route)
         for router, prefix in mounted_routers()
         for route in router.routes
         if isinstance(route, APIRoute)

@@ -29,7 +29,7 @@ def main(
     """Roost: a self-hosted IoT device-fleet platform."""
 
 
-from roost.cli import db, devices, provision, reference, rules, serve, tenants, users  # noqa: E402,F401
+from roost.cli import db, devices, ota, provision, reference, rules, serve, tenants, users  # noqa: E402,F401
 
 app.add_typer(db.app)
 app.add_typer(tenants.app)

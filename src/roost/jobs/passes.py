@@ -4,20 +4,23 @@ One Scheduler pass (``jobs``) reads due rows and acts: scheduled starts, in-prog
 timeouts (with retries), devices joining continuous jobs (an anti-join of targets against
 executions), ``end_at``, releases at the rollout rate (the rate state is the stored
 ``jobs.release_tat``), abort rules and completion. Nothing lives only in memory, so a restart
-resumes every job where it was.
+resumes every job where it was. A job with maintenance windows releases an execution only
+while its device is inside one (:mod:`roost.jobs.windows`, in the device's site's time zone).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.errors import Conflict, RoostError
+from roost.inventory.tables import devices, sites
 from roost.jobs import store
 from roost.jobs.lifecycle import ExecutionStatus, execution_move
 from roost.jobs.rollout import (
@@ -36,6 +39,7 @@ from roost.jobs.rules import (
     TargetSelection,
 )
 from roost.jobs.tables import job_executions, jobs
+from roost.jobs.windows import is_open, next_opening, parse_maintenance
 from roost.store.database import Database
 from roost.store.queries import as_dicts
 
@@ -259,6 +263,7 @@ class JobPasses:
                     jobs.c.rollout,
                     jobs.c.release_tat,
                     jobs.c.released_count,
+                    jobs.c.maintenance,
                 )
                 .where(
                     jobs.c.status == JobStatus.IN_PROGRESS,
@@ -287,16 +292,20 @@ class JobPasses:
                 if nxt is not None:
                     due.append(nxt)
                 continue
+            unreleased = (
+                job_executions.c.tenant_id == job["tenant_id"],
+                job_executions.c.job_id == job["id"],
+                job_executions.c.status == _E.QUEUED,
+                job_executions.c.released_at.is_(None),
+            )
+            in_window = await self._in_window(conn, job, unreleased, now, due)
+            if in_window is None:
+                continue
             pks = [
                 pk
                 for (pk,) in await conn.execute(
                     sa.select(job_executions.c.device_pk)
-                    .where(
-                        job_executions.c.tenant_id == job["tenant_id"],
-                        job_executions.c.job_id == job["id"],
-                        job_executions.c.status == _E.QUEUED,
-                        job_executions.c.released_at.is_(None),
-                    )
+                    .where(*unreleased, in_window)
                     .order_by(job_executions.c.queued_at, job_executions.c.device_pk)
                     .limit(wanted)
                 )
@@ -335,6 +344,46 @@ class JobPasses:
             elif len(pks) == BATCH:
                 more = True
         return more
+
+    @staticmethod
+    async def _in_window(
+        conn: AsyncConnection,
+        job: Mapping[str, Any],
+        unreleased: Sequence[sa.ColumnElement[bool]],
+        now: datetime,
+        due: list[float],
+    ) -> sa.ColumnElement[bool] | None:
+        """SQL selecting the waiting executions whose device is inside one of the job's
+        maintenance windows now (true without windows); None when no device is. Each closed
+        time zone's next opening goes to ``due``."""
+        found = parse_maintenance(job["maintenance"])
+        if not found:
+            return sa.true()
+        local_zone = sa.func.coalesce(sites.c.timezone, "UTC")
+        placed = devices.outerjoin(
+            sites,
+            sa.and_(sites.c.tenant_id == devices.c.tenant_id, sites.c.id == devices.c.site_id),
+        )
+        zones = [
+            name
+            for (name,) in await conn.execute(
+                sa.select(local_zone)
+                .select_from(
+                    job_executions.join(placed, devices.c.pk == job_executions.c.device_pk)
+                )
+                .where(*unreleased)
+                .distinct()
+            )
+        ]
+        open_zones = [name for name in zones if is_open(found, now, name)]
+        closed = [name for name in zones if name not in open_zones]
+        openings = [next_opening(found, now, name) for name in closed]
+        due.extend(at.timestamp() for at in openings if at is not None)
+        if not open_zones:
+            return None
+        return job_executions.c.device_pk.in_(
+            sa.select(devices.c.pk).select_from(placed).where(local_zone.in_(open_zones))
+        )
 
     async def _settle(
         self,

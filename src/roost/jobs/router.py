@@ -105,6 +105,16 @@ class RetryIn(s.Body):
     )
 
 
+class WindowIn(s.Body):
+    """A maintenance window in each device's local time (its site's time zone; UTC without)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, description="Days the window starts on; every day when absent"
+    )
+    start: str = Field(description='Local time "HH:MM"')
+    end: str = Field(description='Local time "HH:MM" (exclusive); not after start: past midnight')
+
+
 class JobIn(s.Body):
     """A new job."""
 
@@ -128,6 +138,9 @@ class JobIn(s.Body):
     schedule_at: s.Rfc3339Time | None = Field(None, description="Nothing is released before")
     end_at: s.Rfc3339Time | None = Field(
         None, description="Nothing is released after; never-released executions are CANCELED"
+    )
+    maintenance: list[WindowIn] | None = Field(
+        None, description="Release an execution only while its device is inside a window"
     )
 
 
@@ -177,6 +190,7 @@ class JobOut(s.Out):
     timeout_in_progress_s: int | None
     schedule_at: datetime | None
     end_at: datetime | None
+    maintenance: list[dict[str, Any]] | None
     released_count: int = Field(description="Releases made so far (a retry is released again)")
     created_by: str
     created_at: datetime

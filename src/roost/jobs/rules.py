@@ -26,6 +26,7 @@ from roost.jobs.rollout import (
     parse_retries,
     parse_rollout,
 )
+from roost.jobs.windows import Window, parse_maintenance
 
 # AWS IoT's job document limit: a document travels in every notification of every device.
 MAX_DOCUMENT_BYTES = 32 * 1024
@@ -110,6 +111,8 @@ class JobSpec:
     timeout_in_progress_s: int | None = None
     schedule_at: datetime | None = None
     end_at: datetime | None = None
+    maintenance: tuple[Window, ...] = ()
+    maintenance_raw: list[Any] | None = None
 
 
 def parse_job_spec(data: Mapping[str, Any], now: datetime) -> JobSpec:
@@ -134,6 +137,7 @@ def parse_job_spec(data: Mapping[str, Any], now: datetime) -> JobSpec:
         timeout = check_timeout(timeout, "timeout_in_progress_s")
     schedule_at = data.get("schedule_at")
     end_at = data.get("end_at")
+    maintenance_raw = data.get("maintenance")
     for label, value in (("schedule_at", schedule_at), ("end_at", end_at)):
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise InvalidInput(f"{label} must be a timestamp with a time zone")
@@ -153,6 +157,8 @@ def parse_job_spec(data: Mapping[str, Any], now: datetime) -> JobSpec:
         timeout_in_progress_s=timeout,
         schedule_at=schedule_at,
         end_at=end_at,
+        maintenance=parse_maintenance(maintenance_raw),
+        maintenance_raw=list(maintenance_raw) if maintenance_raw is not None else None,
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -59,6 +59,12 @@ log = logging.getLogger(__name__)
 
 TIMER = "jobs"
 CHANGED_SUBJECT = "roost.jobs.changed"
+
+#: A check of a device's execution update before it applies; it raises (e.g. InvalidInput) to
+#: refuse it. Given the execution joined with its job (``document``, …) and the update.
+UpdateCheck = Callable[[AsyncConnection, Mapping[str, Any], DeviceUpdate], Awaitable[None]]
+#: Told of every committed change (device updates, cancels, the pass's moves), after the notices.
+ChangeListener = Callable[[Sequence[JobChange]], Awaitable[None]]
 
 _E = ExecutionStatus
 EXECUTION_SORTS = ("device_id", "job_id", "status", "queued_at", "updated_at")
@@ -101,6 +107,9 @@ class JobService:
             "roost_job_executions", "Job executions by status", self.db, job_executions.c.status
         )
         self.mqtt = JobsOverMQTT(self)
+        # Hooks of rooms built on jobs (e.g. OTA deployments); jobs stay generic.
+        self.update_checks: builtins.list[UpdateCheck] = []
+        self.change_listeners: builtins.list[ChangeListener] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ class JobService:
                 "timeout_in_progress_s": spec.timeout_in_progress_s,
                 "schedule_at": spec.schedule_at,
                 "end_at": spec.end_at,
+                "maintenance": spec.maintenance_raw,
                 "release_tat": None,
                 "released_count": 0,
                 "created_by": actor.name,
@@ -372,6 +382,8 @@ class JobService:
         now = self.clock()
         async with self.db.write() as conn:
             row = await self._device_execution(conn, identity, job_id)
+            for check in self.update_checks:
+                await check(conn, row, update)
             after, retrying = await store.apply_update(conn, row, update, now)
         await self._after_change(
             [identity.device_pk],
@@ -439,7 +451,13 @@ class JobService:
         pks = set(device_pks)
         if pks:
             await self.mqtt.notify(pks)
-        self._publish(list(dict.fromkeys(changes)))
+        unique = list(dict.fromkeys(changes))
+        self._publish(unique)
+        for listener in self.change_listeners if unique else ():
+            try:
+                await listener(unique)
+            except Exception:  # a listener's failure must not fail the change (committed)
+                log.exception("a job change listener failed")
         if wake:
             self.deps.scheduler.wake(TIMER)
 

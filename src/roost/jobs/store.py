@@ -51,6 +51,7 @@ def job_out(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, Any]
         "timeout_in_progress_s": row["timeout_in_progress_s"],
         "schedule_at": row["schedule_at"],
         "end_at": row["end_at"],
+        "maintenance": row["maintenance"],
         "released_count": row["released_count"],
         "created_by": row["created_by"],
         "created_at": row["created_at"],

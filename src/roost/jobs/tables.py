@@ -36,6 +36,8 @@ jobs = sa.Table(
     sa.Column("timeout_in_progress_s", sa.Integer(), nullable=True),
     sa.Column("schedule_at", UTCDateTime(), nullable=True),
     sa.Column("end_at", UTCDateTime(), nullable=True),
+    # Windows in each device's local time outside which nothing is released (roost.jobs.windows).
+    sa.Column("maintenance", Json, nullable=True),
     # The rollout's theoretical arrival time, epoch seconds (GCRA); NULL before the first release.
     sa.Column("release_tat", sa.Float(), nullable=True),
     # Releases made so far (retries count again): the exponential rollout's notified count.

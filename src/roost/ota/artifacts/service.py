@@ -1,19 +1,623 @@
-"""Artifacts: the one logic every door calls (skeleton, filled in by issue 14)."""
+"""Artifacts: immutable uploaded files (or container references), signed, streamed to devices.
+
+An upload streams into the blob store (:mod:`roost.ota.blobs`) while SHA-256, SHA-1 and MD5 are
+computed on the way in, a chunk at a time (memory stays flat whatever the size); a body over
+``ROOST_ARTIFACT_MAX_BYTES`` (413), cut short, or whose SHA-256 differs from the uploader's
+(422) leaves nothing behind. The blob is durable before its row commits. Roost signs each
+artifact's manifest (:meth:`ArtifactService.manifest`) with the platform key
+(:mod:`roost.ota.artifacts.signing`) unless the operator attached a detached signature of their
+own (kept as given, ``signature_by: operator``; Roost does not verify it).
+
+Every download door (the user's, the device's, signed URLs, DDI, APT) goes through
+:meth:`ArtifactService.stream`. Other rooms refuse deletes of what they use through
+:attr:`ArtifactService.in_use_checks`.
+"""
 
 from __future__ import annotations
 
-from roost.core.context import ServiceDeps
+import asyncio
+import base64
+import binascii
+import builtins
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from roost.audit import service as audit
+from roost.core.access import Actor, Role
+from roost.core.device_identity import DeviceIdentity
+from roost.core.ids import SLUG_RULE, generate_id, is_slug
+from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from roost.inventory.tables import device_models, devices
+from roost.ota.artifacts import debpkg, signing, uploads
+from roost.ota.artifacts.downloads import DownloadCounter, Finished, respond
+from roost.ota.artifacts.tables import (
+    ARTIFACT_TYPES,
+    ota_artifacts,
+    ota_downloads,
+)
+from roost.ota.blobs.base import BlobStore, open_blob_store
+from roost.store.queries import (
+    Page,
+    PageRequest,
+    as_dicts,
+    fetch_one,
+    fetch_page,
+    order_by,
+    text_match,
+)
+
+if TYPE_CHECKING:
+    from roost.core.context import ServiceDeps
+
+log = logging.getLogger(__name__)
+
+SORTS = ("id", "name", "version", "type", "size", "created_at")
+DOWNLOAD_SORTS = ("device_id", "count", "bytes", "last_at")
+#: ``in_use_checks`` entries: (connection, tenant, artifact id) → what uses it, or None.
+InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[str | None]]
+CONTENT_TYPES = {"deb": "application/vnd.debian.binary-package"}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
+_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,499}")
+FILENAME_RULE = "1-255 characters: letters, digits and . _ + ~ - (not starting with a symbol)"
+MAX_NAME_CHARS = 200
+MAX_VERSION_CHARS = 128
+MAX_NOTES_CHARS = 20_000
+_NO_BYTES = "a container artifact has no bytes: send an empty body"
+DOWNLOAD_PATH = "/api/v1/ota/artifacts/{id}/download"
+SIGNED_PATH = "/api/v1/ota/dl/{token}"
+
+
+def _out(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An artifact as the API shows it (never its blob key)."""
+    return {
+        "id": row["id"],
+        "module_id": row["module_id"],
+        "name": row["name"],
+        "version": row["version"],
+        "type": row["type"],
+        "filename": row["filename"],
+        "size": row["size"],
+        "sha256": row["sha256"],
+        "sha1": row["sha1"],
+        "md5": row["md5"],
+        "content_type": row["content_type"],
+        "model_ids": list(row["model_ids"]),
+        "release_notes": row["release_notes"],
+        "metadata": dict(row["metadata"]),
+        "reference": row["reference"],
+        "signature": row["signature"],
+        "signature_by": row["signature_by"],
+        "signing_key_id": row["signing_key_id"],
+        "created_by": row["created_by"],
+        "created_at": row["created_at"],
+    }
+
+
+def _text(meta: Mapping[str, Any], name: str, limit: int, default: str = "") -> str:
+    value = meta.get(name)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise InvalidInput(f"{name} must be text of at most {limit} characters")
+    return value
 
 
 class ArtifactService:
-    """Artifacts of every tenant."""
+    """Artifacts of every tenant: upload, read, delete, sign, and the one download path."""
 
     def __init__(self, deps: ServiceDeps) -> None:
         self.deps = deps
         self.db = deps.db
+        self.settings = deps.settings
+        self.clock: Callable[[], datetime] = deps.clock
+        self.blobs: BlobStore = open_blob_store(deps.settings.blob_url, deps.settings.data_dir)
+        #: Other rooms add checks here; a delete is refused (409) while one answers a reason.
+        self.in_use_checks: list[InUseCheck] = []
+        self.urls = signing.UrlSigner(deps.secret_key)
+        self.downloads = DownloadCounter(deps.db, deps.clock)
+        self._key: signing.SigningKey | None = None
+        self._key_lock = asyncio.Lock()
+        self._blobs_ready = False
+        self._blobs_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Start background work (server only)."""
+        """Open the blob store and start writing download counts."""
+        await self._store()
+        self.downloads.start()
 
     async def close(self) -> None:
-        """Stop background work."""
+        """Write pending counts, close the blob store."""
+        await self.downloads.close()
+        if self._blobs_ready:
+            await self.blobs.close()
+            self._blobs_ready = False
+
+    async def _store(self) -> BlobStore:
+        if not self._blobs_ready:
+            async with self._blobs_lock:
+                if not self._blobs_ready:
+                    await self.blobs.start()
+                    self._blobs_ready = True
+        return self.blobs
+
+    # -- signing ---------------------------------------------------------------------------------
+
+    async def signing_key(self) -> signing.SigningKey:
+        """The platform signing key: the operator's file, or the sealed one (made on first use)."""
+        if self._key is not None:
+            return self._key
+        async with self._key_lock:
+            if self._key is None:
+                self._key = await signing.load_signing_key(
+                    self.db, self.deps.secret_key, self.settings.ota_signing_key_file, self.clock
+                )
+        return self._key
+
+    async def signing_key_document(self) -> dict[str, str]:
+        """``{algorithm, key_id, public_key (PEM), public_key_raw (base64)}``."""
+        return (await self.signing_key()).public_document()
+
+    @staticmethod
+    def manifest(row: Mapping[str, Any]) -> dict[str, Any]:
+        """The signed manifest ``{id, sha256, size, type, version}`` of an artifact."""
+        return {
+            "id": row["id"],
+            "sha256": row["sha256"],
+            "size": row["size"],
+            "type": row["type"],
+            "version": row["version"],
+        }
+
+    def signed_url(self, tenant_id: str, artifact_id: str, device_id: str) -> str:
+        """A path a device may GET without headers for ``ota_url_ttl_s`` seconds."""
+        expires = int(self.clock().timestamp()) + self.settings.ota_url_ttl_s
+        return SIGNED_PATH.format(token=self.urls.make(tenant_id, artifact_id, device_id, expires))
+
+    def device_view(
+        self, row: Mapping[str, Any], device: DeviceIdentity | str | None = None
+    ) -> dict[str, Any]:
+        """What a device is sent: the manifest, its signature, and where to download (paths on
+        this server: ``url`` with the device's credentials, ``signed_url`` without)."""
+        view = {
+            **self.manifest(row),
+            "name": row["name"],
+            "filename": row["filename"],
+            "signature": row["signature"],
+            "signature_by": row["signature_by"],
+            "signing_key_id": row["signing_key_id"],
+            "url": DOWNLOAD_PATH.format(id=row["id"]),
+        }
+        if row["type"] == "container":
+            view["reference"] = row["reference"]
+        device_id = device.device_id if isinstance(device, DeviceIdentity) else device
+        if device_id is not None:
+            view["signed_url"] = self.signed_url(row["tenant_id"], row["id"], device_id)
+        return view
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def row(
+        self, tenant_id: str, artifact_id: str, conn: AsyncConnection | None = None
+    ) -> dict[str, Any]:
+        """The stored row of an artifact (blob key included); 404 when the tenant has none."""
+        query = sa.select(ota_artifacts).where(
+            ota_artifacts.c.tenant_id == tenant_id, ota_artifacts.c.id == artifact_id
+        )
+        if conn is None:
+            async with self.db.read() as own:
+                found = await fetch_one(own, query)
+        else:
+            found = await fetch_one(conn, query)
+        if found is None:
+            raise NotFound(f"no artifact {artifact_id!r}")
+        return found
+
+    async def row_by_module(self, tenant_id: str, module_id: int) -> dict[str, Any]:
+        """The stored row of the artifact numbered ``module_id`` in the tenant; 404 otherwise."""
+        async with self.db.read() as conn:
+            found = await fetch_one(
+                conn,
+                sa.select(ota_artifacts).where(
+                    ota_artifacts.c.tenant_id == tenant_id, ota_artifacts.c.module_id == module_id
+                ),
+            )
+        if found is None:
+            raise NotFound(f"no software module {module_id}")
+        return found
+
+    async def get(self, actor: Actor, artifact_id: str) -> dict[str, Any]:
+        """One artifact of the actor's tenant."""
+        actor.require(Role.VIEWER)
+        return _out(await self.row(actor.tenant_id, artifact_id))
+
+    async def list(
+        self,
+        actor: Actor,
+        page: PageRequest,
+        *,
+        type: str | None = None,
+        model_id: str | None = None,
+        q: str | None = None,
+    ) -> Page[dict[str, Any]]:
+        """The tenant's artifacts, filtered by type, a model they suit, text in id/name/version."""
+        actor.require(Role.VIEWER)
+        query = sa.select(ota_artifacts).where(ota_artifacts.c.tenant_id == actor.tenant_id)
+        if type is not None:
+            query = query.where(ota_artifacts.c.type == type)
+        if q:
+            query = query.where(
+                text_match(
+                    [
+                        ota_artifacts.c.id,
+                        ota_artifacts.c.name,
+                        ota_artifacts.c.version,
+                        ota_artifacts.c.filename,
+                    ],
+                    q,
+                )
+            )
+        order = order_by(ota_artifacts, page.sort, SORTS, "-created_at")
+        async with self.db.read() as conn:
+            if model_id is None:
+                rows, total = await fetch_page(conn, query, order, page)
+            else:  # model_ids is JSON: filtered here (a tenant has hundreds of artifacts at most)
+                every = as_dicts(await conn.execute(query.order_by(*order)))
+                kept = [r for r in every if not r["model_ids"] or model_id in r["model_ids"]]
+                rows, total = kept[page.offset : page.offset + page.limit], len(kept)
+        return Page([_out(row) for row in rows], total, page.limit, page.offset)
+
+    async def incompatible(
+        self,
+        conn: AsyncConnection | None,
+        tenant_id: str,
+        artifact_ids: Iterable[str],
+        device_ids: Iterable[str],
+    ) -> builtins.list[str]:
+        """The devices (ids, sorted) whose model one of the artifacts does not suit: a device
+        without a model does not suit an artifact limited to models. Unknown artifact: 404."""
+        if conn is None:
+            async with self.db.read() as own:
+                return await self.incompatible(own, tenant_id, artifact_ids, device_ids)
+        wanted = list(dict.fromkeys(artifact_ids))
+        result = await conn.execute(
+            sa.select(ota_artifacts.c.id, ota_artifacts.c.model_ids).where(
+                ota_artifacts.c.tenant_id == tenant_id, ota_artifacts.c.id.in_(wanted)
+            )
+        )
+        limits = {artifact_id: set(models) for artifact_id, models in result}
+        missing = [a for a in wanted if a not in limits]
+        if missing:
+            raise NotFound(f"no artifact {missing[0]!r}")
+        limited = [models for models in limits.values() if models]
+        if not limited:
+            return []
+        found: set[str] = set()
+        ids = list(dict.fromkeys(device_ids))
+        for start in range(0, len(ids), 1000):  # bounded IN lists
+            rows = await conn.execute(
+                sa.select(devices.c.id, devices.c.model_id).where(
+                    devices.c.tenant_id == tenant_id, devices.c.id.in_(ids[start : start + 1000])
+                )
+            )
+            for device_id, model in rows:
+                if any(model not in models for models in limited):
+                    found.add(device_id)
+        return sorted(found)
+
+    async def downloads_of(
+        self, actor: Actor, artifact_id: str, page: PageRequest
+    ) -> Page[dict[str, Any]]:
+        """Download counts of an artifact per device (written every few seconds)."""
+        actor.require(Role.VIEWER)
+        await self.downloads.flush()
+        async with self.db.read() as conn:
+            await self.row(actor.tenant_id, artifact_id, conn)
+            query = sa.select(
+                ota_downloads.c.device_id,
+                ota_downloads.c.count,
+                ota_downloads.c.bytes,
+                ota_downloads.c.last_at,
+            ).where(
+                ota_downloads.c.tenant_id == actor.tenant_id,
+                ota_downloads.c.artifact_id == artifact_id,
+            )
+            spec = page.sort or "device_id"
+            name = spec.removeprefix("-")
+            if name not in DOWNLOAD_SORTS:
+                raise InvalidInput(
+                    f"cannot sort by {name!r}; sortable fields: {', '.join(DOWNLOAD_SORTS)}"
+                )
+            column = ota_downloads.c[name]
+            order: builtins.list[sa.ColumnElement[Any]] = [
+                column.desc() if spec.startswith("-") else column.asc()
+            ]
+            if name != "device_id":
+                order.append(ota_downloads.c.device_id.asc())
+            rows, total = await fetch_page(conn, query, order, page)
+        return Page(rows, total, page.limit, page.offset)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def _check_meta(
+        self, conn: AsyncConnection, actor: Actor, meta: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The upload's metadata checked, with defaults (name and version of a deb come later)."""
+        artifact_type = meta.get("type")
+        if artifact_type not in ARTIFACT_TYPES:
+            raise InvalidInput(f"type must be one of {', '.join(ARTIFACT_TYPES)}")
+        artifact_id = _text(meta, "id", 128) or generate_id("art")
+        if not is_slug(artifact_id):
+            raise InvalidInput(f"artifact id {artifact_id[:80]!r} is not valid: {SLUG_RULE}")
+        filename = _text(meta, "filename", 255, artifact_id)
+        if _FILENAME.fullmatch(filename) is None:
+            raise InvalidInput(f"filename {filename[:80]!r} is not valid: {FILENAME_RULE}")
+        models = meta.get("model_ids") or []
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise InvalidInput("model_ids must be a list of device model ids")
+        models = list(dict.fromkeys(models))
+        if models:
+            known = set(
+                (
+                    await conn.execute(
+                        sa.select(device_models.c.id).where(
+                            device_models.c.tenant_id == actor.tenant_id,
+                            device_models.c.id.in_(models),
+                        )
+                    )
+                ).scalars()
+            )
+            unknown = [m for m in models if m not in known]
+            if unknown:
+                raise InvalidInput(
+                    f"no device model {unknown[0]!r}",
+                    errors=[
+                        {"field": "model_id", "message": f"unknown models: {', '.join(unknown)}"}
+                    ],
+                )
+        signature = _text(meta, "signature", 4096) or None
+        if signature is not None:
+            try:
+                base64.b64decode(signature, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidInput("signature must be base64") from exc
+        reference = _text(meta, "reference", 500) or None
+        if artifact_type == "container":
+            if reference is None or _REFERENCE.fullmatch(reference) is None:
+                raise InvalidInput(
+                    "a container artifact needs reference: the image, e.g. "
+                    "registry.example.com/app@sha256:<digest>"
+                )
+        elif reference is not None:
+            raise InvalidInput("reference is for container artifacts only")
+        version = _text(meta, "version", MAX_VERSION_CHARS)
+        if not version and artifact_type != "deb":
+            raise InvalidInput("version is required")
+        if await fetch_one(
+            conn,
+            sa.select(ota_artifacts.c.module_id).where(
+                ota_artifacts.c.tenant_id == actor.tenant_id, ota_artifacts.c.id == artifact_id
+            ),
+        ):
+            raise Conflict(f"artifact {artifact_id!r} already exists (artifacts are immutable)")
+        return {
+            "id": artifact_id,
+            "type": artifact_type,
+            "name": _text(meta, "name", MAX_NAME_CHARS),
+            "version": version,
+            "filename": filename,
+            "model_ids": models,
+            "release_notes": _text(meta, "release_notes", MAX_NOTES_CHARS),
+            "reference": reference,
+            "signature": signature,
+            "content_type": CONTENT_TYPES.get(artifact_type, DEFAULT_CONTENT_TYPE),
+        }
+
+    async def create(
+        self,
+        actor: Actor,
+        meta: Mapping[str, Any],
+        body: AsyncIterator[bytes],
+        *,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Store a new artifact from ``body`` (streamed) with ``meta``: ``type`` (required),
+        ``id``, ``name``, ``version``, ``filename``, ``model_ids``, ``release_notes``,
+        ``signature`` (the operator's own, base64), ``reference`` (container type, no bytes)."""
+        actor.require(Role.OPERATOR)
+        if expected_sha256 is not None:
+            expected_sha256 = expected_sha256.lower()
+            if _SHA256.fullmatch(expected_sha256) is None:
+                raise InvalidInput("sha256 must be 64 hexadecimal digits")
+        if expected_size is not None and expected_size > self.settings.artifact_max_bytes:
+            raise PayloadTooLarge(
+                f"the artifact is larger than the {self.settings.artifact_max_bytes}-byte limit "
+                "(ROOST_ARTIFACT_MAX_BYTES)"
+            )
+        async with self.db.read() as conn:
+            fields = await self._check_meta(conn, actor, meta)
+        store = await self._store()
+        key = f"{actor.tenant_id}/{fields['id']}/{uuid.uuid4().hex}"
+        container = fields["type"] == "container"
+        try:
+            received = await uploads.receive(
+                store,
+                key,
+                body,
+                max_bytes=0 if container else self.settings.artifact_max_bytes,
+                keep_prefix=debpkg.PREFIX_BYTES if fields["type"] == "deb" else 0,
+                expected_size=expected_size,
+            )
+        except PayloadTooLarge as exc:
+            if container:
+                raise InvalidInput(_NO_BYTES) from exc
+            raise
+        try:
+            fields["metadata"] = self._finish_meta(fields, received, expected_sha256)
+            if fields["type"] == "container":
+                await received.writer.abort()
+                key_or_none: str | None = None
+            else:
+                await received.writer.commit()
+                key_or_none = key
+        except BaseException:
+            await asyncio.shield(received.writer.abort())
+            raise
+        try:
+            return await self._insert(actor, fields, received, key_or_none)
+        except BaseException:
+            if key_or_none is not None:
+                await asyncio.shield(store.delete(key_or_none))
+            raise
+
+    @staticmethod
+    def _finish_meta(
+        fields: dict[str, Any], received: uploads.Received, expected_sha256: str | None
+    ) -> dict[str, Any]:
+        if fields["type"] == "container" and received.size:
+            raise InvalidInput(_NO_BYTES)
+        if expected_sha256 is not None and expected_sha256 != received.sha256:
+            raise InvalidInput(
+                f"the body's SHA-256 is {received.sha256}, not the {expected_sha256} given: "
+                "nothing was stored"
+            )
+        metadata: dict[str, Any] = {}
+        if fields["type"] == "deb":
+            control = debpkg.control_fields(received.prefix)
+            metadata = {"control": control}
+            fields["name"] = fields["name"] or control["Package"]
+            fields["version"] = fields["version"] or control["Version"]
+            if len(fields["version"]) > MAX_VERSION_CHARS:
+                raise InvalidInput(f"version must be at most {MAX_VERSION_CHARS} characters")
+        fields["name"] = fields["name"] or fields["filename"]
+        return metadata
+
+    async def _insert(
+        self,
+        actor: Actor,
+        fields: dict[str, Any],
+        received: uploads.Received,
+        key: str | None,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            **fields,
+            "tenant_id": actor.tenant_id,
+            "size": received.size,
+            "sha256": received.sha256,
+            "sha1": received.sha1,
+            "md5": received.md5,
+            "blob_key": key,
+            "signature_by": "operator" if fields["signature"] else "roost",
+            "signing_key_id": None,
+            "created_by": actor.name,
+            "created_at": self.clock(),
+        }
+        if not fields["signature"]:
+            signer = await self.signing_key()
+            row["signature"] = signer.sign(self.manifest(row))
+            row["signing_key_id"] = signer.key_id
+        async with self.db.write() as conn:
+            result = await conn.execute(ota_artifacts.insert().values(**row))
+            inserted = result.inserted_primary_key
+            assert inserted is not None  # an INSERT of one row always has it
+            row["module_id"] = int(inserted[0])
+            await audit.record(conn, actor, "create", "artifact", row["id"], after=_out(row))
+        log.info("artifact %s/%s stored: %d bytes", actor.tenant_id, row["id"], row["size"])
+        return _out(row)
+
+    async def update(self, actor: Actor, artifact_id: str, release_notes: str) -> dict[str, Any]:
+        """Change the release notes (the one thing of an artifact that may change)."""
+        actor.require(Role.OPERATOR)
+        if len(release_notes) > MAX_NOTES_CHARS:
+            raise InvalidInput(f"release_notes must be at most {MAX_NOTES_CHARS} characters")
+        async with self.db.write() as conn:
+            before = await self.row(actor.tenant_id, artifact_id, conn)
+            await conn.execute(
+                ota_artifacts.update()
+                .where(ota_artifacts.c.module_id == before["module_id"])
+                .values(release_notes=release_notes)
+            )
+            after = {**before, "release_notes": release_notes}
+            await audit.record(
+                conn,
+                actor,
+                "update",
+                "artifact",
+                artifact_id,
+                before=_out(before),
+                after=_out(after),
+            )
+        return _out(after)
+
+    async def delete(self, actor: Actor, artifact_id: str) -> None:
+        """Remove an artifact and its bytes; 409 while something uses it (a deployment …)."""
+        actor.require(Role.OPERATOR)
+        async with self.db.write() as conn:
+            before = await self.row(actor.tenant_id, artifact_id, conn)
+            for check in self.in_use_checks:
+                reason = await check(conn, actor.tenant_id, artifact_id)
+                if reason:
+                    raise Conflict(f"artifact {artifact_id!r} is in use: {reason}")
+            await conn.execute(
+                ota_downloads.delete().where(
+                    ota_downloads.c.tenant_id == actor.tenant_id,
+                    ota_downloads.c.artifact_id == artifact_id,
+                )
+            )
+            await conn.execute(
+                ota_artifacts.delete().where(ota_artifacts.c.module_id == before["module_id"])
+            )
+            await audit.record(conn, actor, "delete", "artifact", artifact_id, before=_out(before))
+        if before["blob_key"]:
+            try:
+                await (await self._store()).delete(before["blob_key"])
+            except Exception as exc:  # the row is gone: the bytes are unreachable garbage only
+                log.warning("could not delete the blob of artifact %s: %s", artifact_id, exc)
+
+    # -- downloads -------------------------------------------------------------------------------
+
+    async def stream(
+        self, request: Request, tenant_id: str, artifact_id: str, device_id: str | None = None
+    ) -> Response:
+        """The artifact's bytes for ``request`` (GET or HEAD; Range, If-Range, If-None-Match),
+        counted for ``device_id`` when a device downloads. The one download path of every door."""
+        row = await self.row(tenant_id, artifact_id)
+        if row["blob_key"] is None:
+            raise NotFound(
+                f"artifact {artifact_id!r} is a container reference ({row['reference']}): "
+                "it has no bytes to download; pull the image from its registry"
+            )
+        finished: Finished | None = None
+        if device_id is not None:
+            counter = self.downloads
+
+            def finished(sent: int, reached_end: bool) -> None:
+                counter.add(tenant_id, artifact_id, device_id, sent, reached_end)
+
+        return await respond(request, row, await self._store(), finished)
+
+    async def stream_signed(self, request: Request, token: str) -> Response:
+        """The download a signed URL names (401 when forged or expired)."""
+        tenant_id, artifact_id, device_id = self.urls.check(token, time.time())
+        async with self.db.read() as conn:
+            found = await fetch_one(
+                conn,
+                sa.select(devices.c.pk).where(
+                    devices.c.tenant_id == tenant_id, devices.c.id == device_id
+                ),
+            )
+        if found is None:
+            raise NotFound("the device of this signed URL no longer exists")
+        return await self.stream(request, tenant_id, artifact_id, device_id)

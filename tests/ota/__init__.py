@@ -1,0 +1,1 @@
+"""Tests of software delivery (issue 14)."""

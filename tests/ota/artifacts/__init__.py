@@ -1,0 +1,1 @@
+"""Tests of artifacts: uploads, blob stores, signing and downloads (issue 14)."""
