@@ -3,6 +3,10 @@ control files of Debian packages."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +14,8 @@ from hypothesis import strategies as st
 from roost.errors import AuthenticationFailed, ConfigError, InvalidInput
 from roost.ota.artifacts import debpkg, signing
 from roost.ota.artifacts.downloads import byte_range, plan
+from roost.ota.blobs.base import CHUNK_BYTES
+from roost.ota.blobs.local import LocalBlobStore
 
 ETAG = '"abc"'
 
@@ -88,3 +94,36 @@ def test_control_paragraphs() -> None:
         debpkg.parse_control("no colon here\n")
     with pytest.raises(InvalidInput, match="ar archive"):
         debpkg.control_fields(b"PK\x03\x04 a zip")
+
+
+def test_local_blob_reads_come_back_whole_whether_cached_or_not(tmp_path: Path) -> None:
+    """A range read gives the file's bytes when the page cache holds them (views of the mapped
+    file) and when it does not (read into the cache in a worker thread first)."""
+    data = os.urandom(3 * CHUNK_BYTES + 12345)
+
+    async def scenario() -> list[bytes]:
+        store = LocalBlobStore(tmp_path / "blobs")
+        await store.start()
+        writer = await store.writer("t/a/1")
+        await writer.write(data)
+        await writer.commit()
+        path = store.path("t/a/1")
+        got = []
+        for start, end in ((0, None), (5, CHUNK_BYTES + 7), (len(data) - 3, None), (9, 9)):
+            fd = os.open(path, os.O_RDONLY)
+            try:  # out of the page cache: the cold path
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+            cold = b"".join([bytes(c) async for c in store.read("t/a/1", start, end)])
+            warm = b"".join([bytes(c) async for c in store.read("t/a/1", start, end)])
+            assert cold == warm
+            got.append(cold)
+        await store.close()
+        return got
+
+    whole, middle, tail, empty = asyncio.run(scenario())
+    assert whole == data
+    assert middle == data[5 : CHUNK_BYTES + 7]
+    assert tail == data[-3:]
+    assert empty == b""

@@ -319,6 +319,12 @@ def test_delete_removes_the_row_and_the_bytes(world: World) -> None:
     audit = world.org.admin.get(f"{V1}/audit", params={"entity_type": "artifact"}).json()
     actions = {(e["action"], e["entity_id"]) for e in audit["items"]}
     assert {("create", artifact_id), ("delete", artifact_id)} <= actions
+    # An artifact id always means the same bytes: after the delete it comes back only with them.
+    again = upload(world.org.operator, b"other", id=artifact_id, type="file", version="1")
+    assert_problem(again, 409, "always means the same bytes")
+    assert blob_files(world.server) == before
+    same = upload(world.org.operator, b"bytes" * 100, id=artifact_id, type="file", version="1")
+    assert same.status_code == 201, same.text
 
 
 def test_delete_is_refused_while_a_deployment_uses_the_artifact(world: World) -> None:

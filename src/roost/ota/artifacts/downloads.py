@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,7 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 from roost.core import metrics
 from roost.errors import Unavailable
 from roost.ota.artifacts.tables import ota_artifacts, ota_downloads
-from roost.ota.blobs.base import BlobStore
+from roost.ota.blobs.base import BlobStore, Chunk
 from roost.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class BlobResponse(Response):
         self,
         status_code: int,
         headers: dict[str, str],
-        chunks: AsyncGenerator[bytes, None] | None,
+        chunks: AsyncGenerator[Chunk, None] | None,
         length: int,
         finished: Finished | None = None,
         reaches_end: bool = True,
@@ -227,8 +229,8 @@ async def respond(
 
 
 async def _primed(
-    chunks: AsyncGenerator[bytes, None], row: Mapping[str, Any]
-) -> AsyncGenerator[bytes, None]:
+    chunks: AsyncGenerator[Chunk, None], row: Mapping[str, Any]
+) -> AsyncGenerator[Chunk, None]:
     """``chunks`` with its first piece already read: a blob that cannot be opened (missing, the
     store down) is answered 503 before any header is sent, rather than with a cut response."""
     try:
@@ -239,7 +241,7 @@ async def _primed(
         log.error("cannot read the bytes of artifact %s (%s): %s", row["id"], row["blob_key"], exc)
         raise Unavailable(f"the bytes of artifact {row['id']!r} cannot be read now") from exc
 
-    async def joined() -> AsyncGenerator[bytes, None]:
+    async def joined() -> AsyncGenerator[Chunk, None]:
         try:
             if first:
                 yield first
@@ -305,8 +307,7 @@ class DownloadCounter:
             self._pending, self._last = {}, {}
             try:
                 async with self.db.write() as conn:
-                    for key, (count, sent) in pending.items():
-                        await self._upsert(conn, key, count, sent, last[key])
+                    await self._upsert_all(conn, pending, last)
             except Exception:
                 for key, (count, sent) in pending.items():  # put them back, merged
                     entry = self._pending.setdefault(key, [0, 0])
@@ -316,47 +317,50 @@ class DownloadCounter:
                 raise
 
     @staticmethod
-    async def _upsert(
+    async def _upsert_all(
         conn: AsyncConnection,
-        key: tuple[str, str, str],
-        count: int,
-        sent: int,
-        at: datetime,
+        pending: Mapping[tuple[str, str, str], list[int]],
+        last: Mapping[tuple[str, str, str], datetime],
     ) -> None:
-        tenant_id, artifact_id, device_id = key
-        where = (
-            (ota_downloads.c.tenant_id == tenant_id)
-            & (ota_downloads.c.artifact_id == artifact_id)
-            & (ota_downloads.c.device_id == device_id)
-        )
-        updated = await conn.execute(
-            ota_downloads.update()
-            .where(where)
-            .values(
-                count=ota_downloads.c.count + count,
-                bytes=ota_downloads.c.bytes + sent,
-                last_at=at,
-            )
-        )
-        if updated.rowcount:
-            return
-        # The artifact may be gone meanwhile: count nothing for it then.
-        exists = (
-            await conn.execute(
-                sa.select(sa.literal(1)).where(
-                    ota_artifacts.c.tenant_id == tenant_id, ota_artifacts.c.id == artifact_id
+        """Add ``pending`` to the stored counts with one statement (a short write transaction:
+        a flush after a thousand downloads must not hold SQLite's lock for long)."""
+        pairs = {(tenant_id, artifact_id) for tenant_id, artifact_id, _ in pending}
+        alive = {
+            (row.tenant_id, row.id)
+            for row in await conn.execute(
+                sa.select(ota_artifacts.c.tenant_id, ota_artifacts.c.id).where(
+                    sa.tuple_(ota_artifacts.c.tenant_id, ota_artifacts.c.id).in_(sorted(pairs))
                 )
             )
-        ).first()
-        if exists is None:
+        }
+        rows = [
+            {
+                "tenant_id": tenant_id,
+                "artifact_id": artifact_id,
+                "device_id": device_id,
+                "count": count,
+                "bytes": sent,
+                "last_at": last[(tenant_id, artifact_id, device_id)],
+            }
+            # An artifact deleted meanwhile: count nothing for it.
+            for (tenant_id, artifact_id, device_id), (count, sent) in pending.items()
+            if (tenant_id, artifact_id) in alive
+        ]
+        if not rows:
             return
+        insert = (
+            pg_insert(ota_downloads)
+            if conn.dialect.name == "postgresql"
+            else sqlite_insert(ota_downloads)
+        )
         await conn.execute(
-            ota_downloads.insert().values(
-                tenant_id=tenant_id,
-                artifact_id=artifact_id,
-                device_id=device_id,
-                count=count,
-                bytes=sent,
-                last_at=at,
-            )
+            insert.on_conflict_do_update(
+                index_elements=["tenant_id", "artifact_id", "device_id"],
+                set_={
+                    "count": ota_downloads.c.count + insert.excluded["count"],
+                    "bytes": ota_downloads.c.bytes + insert.excluded["bytes"],
+                    "last_at": insert.excluded["last_at"],
+                },
+            ),
+            rows,
         )

@@ -42,6 +42,7 @@ from roost.ota.artifacts import debpkg, signing, uploads
 from roost.ota.artifacts.downloads import DownloadCounter, Finished, respond
 from roost.ota.artifacts.tables import (
     ARTIFACT_TYPES,
+    ota_artifact_tombstones,
     ota_artifacts,
     ota_downloads,
 )
@@ -114,6 +115,13 @@ def _text(meta: Mapping[str, Any], name: str, limit: int, default: str = "") -> 
     return value
 
 
+# An artifact's bytes never change, so the download path may trust a row read this recently; a
+# delete in another process reaches its downloads within this time (they then find no bytes).
+SERVED_ROW_TTL_S = 10.0
+# Distinct artifacts kept for the download path; beyond it the memo starts again (rows are small).
+MAX_SERVED_ROWS = 4096
+
+
 class ArtifactService:
     """Artifacts of every tenant: upload, read, delete, sign, and the one download path."""
 
@@ -131,6 +139,8 @@ class ArtifactService:
         self._key_lock = asyncio.Lock()
         self._blobs_ready = False
         self._blobs_lock = asyncio.Lock()
+        # Rows the download path read lately: (tenant, id) → (row, monotonic time read).
+        self._served: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
 
     async def start(self) -> None:
         """Open the blob store and start writing download counts."""
@@ -529,6 +539,19 @@ class ArtifactService:
             row["signature"] = signer.sign(self.manifest(row))
             row["signing_key_id"] = signer.key_id
         async with self.db.write() as conn:
+            earlier = await fetch_one(
+                conn,
+                sa.select(ota_artifact_tombstones.c.sha256).where(
+                    ota_artifact_tombstones.c.tenant_id == actor.tenant_id,
+                    ota_artifact_tombstones.c.id == row["id"],
+                ),
+            )
+            if earlier is not None and earlier["sha256"] != row["sha256"]:
+                raise Conflict(
+                    f"artifact id {row['id']!r} named other bytes (SHA-256 {earlier['sha256']}) "
+                    "before it was deleted, and an artifact id always means the same bytes: "
+                    "choose another id"
+                )
             result = await conn.execute(ota_artifacts.insert().values(**row))
             inserted = result.inserted_primary_key
             assert inserted is not None  # an INSERT of one row always has it
@@ -579,7 +602,22 @@ class ArtifactService:
             await conn.execute(
                 ota_artifacts.delete().where(ota_artifacts.c.module_id == before["module_id"])
             )
+            await conn.execute(
+                ota_artifact_tombstones.delete().where(
+                    ota_artifact_tombstones.c.tenant_id == actor.tenant_id,
+                    ota_artifact_tombstones.c.id == artifact_id,
+                )
+            )
+            await conn.execute(
+                ota_artifact_tombstones.insert().values(
+                    tenant_id=actor.tenant_id,
+                    id=artifact_id,
+                    sha256=before["sha256"],
+                    deleted_at=self.clock(),
+                )
+            )
             await audit.record(conn, actor, "delete", "artifact", artifact_id, before=_out(before))
+        self._served.pop((actor.tenant_id, artifact_id), None)
         if before["blob_key"]:
             try:
                 await (await self._store()).delete(before["blob_key"])
@@ -593,7 +631,7 @@ class ArtifactService:
     ) -> Response:
         """The artifact's bytes for ``request`` (GET or HEAD; Range, If-Range, If-None-Match),
         counted for ``device_id`` when a device downloads. The one download path of every door."""
-        row = await self.row(tenant_id, artifact_id)
+        row = await self._served_row(tenant_id, artifact_id)
         if row["blob_key"] is None:
             raise NotFound(
                 f"artifact {artifact_id!r} is a container reference ({row['reference']}): "
@@ -607,6 +645,21 @@ class ArtifactService:
                 counter.add(tenant_id, artifact_id, device_id, sent, reached_end)
 
         return await respond(request, row, await self._store(), finished)
+
+    async def _served_row(self, tenant_id: str, artifact_id: str) -> dict[str, Any]:
+        """The row a download serves, from memory when read in the last
+        :data:`SERVED_ROW_TTL_S` seconds: a thousand devices starting one download at once
+        would otherwise queue for the database's few read connections (and time out there)."""
+        key = (tenant_id, artifact_id)
+        now = time.monotonic()
+        cached = self._served.get(key)
+        if cached is not None and now - cached[1] < SERVED_ROW_TTL_S:
+            return cached[0]
+        row = await self.row(tenant_id, artifact_id)
+        if len(self._served) >= MAX_SERVED_ROWS:
+            self._served.clear()
+        self._served[key] = (row, now)
+        return row
 
     async def stream_signed(self, request: Request, token: str) -> Response:
         """The download a signed URL names (401 when forged or expired)."""

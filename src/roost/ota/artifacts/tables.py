@@ -79,3 +79,15 @@ ota_signing_keys = sa.Table(
     sa.Column("sealed_key", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+ota_artifact_tombstones = sa.Table(
+    "ota_artifact_tombstones",
+    metadata,
+    # A deleted artifact's id and the bytes it named: the id may come back only with the same
+    # bytes, so an artifact id always means one file (devices and job documents keep naming it).
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("id", sa.String(128), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("deleted_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "id"),
+)

@@ -21,6 +21,8 @@ from roost.errors import ConfigError
 # (a thread hop, an ASGI message) is a small part of moving a mebibyte, small enough that a
 # thousand concurrent downloads hold at most a GiB in flight (mostly in kernel socket buffers).
 CHUNK_BYTES = 1024 * 1024
+#: A piece read from a blob: bytes, or a view of the blob (a mapped file: no copy in Python).
+Chunk = bytes | bytearray | memoryview
 
 
 class BlobWriter(abc.ABC):
@@ -58,7 +60,7 @@ class BlobStore(abc.ABC):
         """A writer of a new blob named ``key``."""
 
     @abc.abstractmethod
-    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[Chunk, None]:
         """The bytes ``start`` to ``end`` (exclusive; None: to the end), in chunks."""
 
     @abc.abstractmethod

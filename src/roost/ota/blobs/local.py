@@ -2,14 +2,17 @@
 
 A blob is written to a temporary file under ``.tmp/`` beside the blobs, fsynced, then renamed to
 its key's path and the directory fsynced: once :meth:`LocalBlobWriter.commit` returns, the bytes
-survive a power cut, and a crash before it leaves only a temporary file (swept at start). Reads
-and writes run in worker threads (file I/O would block the event loop), a chunk per hop.
+survive a power cut, and a crash before it leaves only a temporary file (swept at start). Writes
+run in worker threads (file I/O would block the event loop), a chunk per hop; reads take what
+the page cache holds as views of the mapped file and go to a thread for the rest (see
+:meth:`LocalBlobStore.read`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import time
 import uuid
@@ -17,7 +20,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from roost.errors import InvalidInput
-from roost.ota.blobs.base import CHUNK_BYTES, BlobStore, BlobWriter
+from roost.ota.blobs.base import CHUNK_BYTES, BlobStore, BlobWriter, Chunk
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,31 @@ TMP_DIR = ".tmp"
 # A temporary file untouched this long belongs to an upload that died (a live upload writes to
 # its file every few seconds at least); a day leaves room for the slowest link.
 STALE_TMP_S = 24 * 3600
+
+
+# preadv(RWF_NOWAIT) (Linux 4.14+) reads only what is in the page cache, without blocking.
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+def _cached(fd: int, position: int, size: int) -> bool:
+    """Whether the first and last pages of ``size`` bytes at ``position`` are in the page cache
+    (the kernel's readahead fills what lies between); False where the system cannot say."""
+    if not _NOWAIT:
+        return False
+    probe = bytearray(1)
+    try:
+        return all(
+            os.preadv(fd, [probe], offset, _NOWAIT) == 1
+            for offset in (position, position + size - 1)
+        )
+    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: this file system cannot say
+        return False
+
+
+def _load(fd: int, position: int, size: int) -> None:
+    """Bring ``size`` bytes at ``position`` into the page cache (in a worker thread)."""
+    os.posix_fadvise(fd, position, size, os.POSIX_FADV_WILLNEED)
+    os.pread(fd, size, position)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -125,23 +153,40 @@ class LocalBlobStore(BlobStore):
 
     async def read(
         self, key: str, start: int = 0, end: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        """The bytes ``start``..``end`` of ``key``, read with ``pread`` a chunk at a time."""
+    ) -> AsyncGenerator[Chunk, None]:
+        """The bytes ``start``..``end`` of ``key``: views of the file mapped into memory.
+
+        A file many devices download stays in the page cache: sending views of the mapping
+        copies each byte once (into the socket) and allocates nothing a chunk, where reading
+        into a new buffer in a worker thread allocated a mebibyte and made a thread hop a chunk
+        (a thousand concurrent downloads ran at under half of nginx's rate). A chunk not in
+        the page cache is read into it in a worker thread first, so a cold disk never blocks
+        the event loop.
+        """
         path = self.path(key)
         fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
         try:
+            length = os.fstat(fd).st_size
             if end is None:
-                end = os.fstat(fd).st_size
+                end = length
+            if end > length:  # the file is shorter than promised: the client sees a cut
+                log.error("blob %s ended at %d of %d bytes", key, length, end)
+                end = length
+            if start >= end:
+                return
             position = start
             while position < end:
-                data = await asyncio.to_thread(
-                    os.pread, fd, min(CHUNK_BYTES, end - position), position
-                )
-                if not data:  # the file is shorter than promised: stop, the client sees a cut
-                    log.error("blob %s ended at %d of %d bytes", key, position, end)
-                    return
-                position += len(data)
-                yield data
+                size = min(CHUNK_BYTES, end - position)
+                if not _cached(fd, position, size):
+                    await asyncio.to_thread(_load, fd, position, size)
+                # One mapping a chunk, unmapped when the socket is done with it (the view is
+                # its last reference): only the chunks in flight are mapped at any time. A blob
+                # file is never written after its commit (a new upload is a new file), so a
+                # mapping never sees it shrink (which would fault).
+                skip = position % mmap.ALLOCATIONGRANULARITY
+                mapped = mmap.mmap(fd, skip + size, access=mmap.ACCESS_READ, offset=position - skip)
+                yield memoryview(mapped)[skip:]
+                position += size
         finally:
             os.close(fd)
 

@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from roost.errors import ConfigError
-from roost.ota.blobs.base import CHUNK_BYTES, BlobStore, BlobWriter
+from roost.ota.blobs.base import CHUNK_BYTES, BlobStore, BlobWriter, Chunk
 
 # A multipart upload's part: S3 wants at least 5 MiB for every part but the last; 8 MiB is what
 # the AWS CLI uses, and bounds what one upload holds in memory.
@@ -164,7 +164,7 @@ class S3BlobStore(BlobStore):
 
     async def read(
         self, key: str, start: int = 0, end: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[Chunk, None]:
         """A ranged GET, streamed in chunks."""
         if end is not None and end <= start:
             return

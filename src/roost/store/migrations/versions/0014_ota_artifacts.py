@@ -88,9 +88,18 @@ def upgrade() -> None:
         sa.Column("created_at", roost.store.metadata.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ota_signing_keys")),
     )
+    op.create_table(
+        "ota_artifact_tombstones",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("deleted_at", roost.store.metadata.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_ota_artifact_tombstones")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("ota_artifact_tombstones")
     op.drop_table("ota_signing_keys")
     op.drop_table("ota_downloads")
     op.drop_index(op.f("ix_ota_artifacts_tenant_id_type"), table_name="ota_artifacts")
