@@ -1,5 +1,5 @@
-"""Fixtures of deployments: one Roost (MQTT on, quick timers) per module, and helpers that make
-models, sites, groups, devices, artifacts and deployments through the API."""
+"""Fixtures of deployments: one Roost (MQTT on, quick timers) per module and backend, and
+helpers that make models, sites, groups, devices, artifacts and deployments through the API."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from tests.support import (
     admin_client,
     eventually,
     free_port,
+    fresh_postgres_database,
     make_device,
+    postgres_reachable,
+    skip_or_fail,
     unique,
 )
 
@@ -26,12 +29,7 @@ from tests.support import (
 ENV = {"ROOST_TIMER_CHECK_S": "0.2"}
 
 
-@pytest.fixture(scope="module")
-def ota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer]:
-    """A Roost with its MQTT listener on and quick timers (SQLite), shared by a module."""
-    server = RoostServer(
-        tmp_path_factory.mktemp("roost-ota-deployments"), mqtt_port=free_port(), env_overrides=ENV
-    )
+def _run(server: RoostServer) -> Iterator[RoostServer]:
     server.start()
     try:
         yield server
@@ -40,6 +38,25 @@ def ota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoostServer
     assert not server.unhandled_errors(), server.unhandled_errors()
     log = server.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ota_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RoostServer]:
+    """A Roost with its MQTT listener on and quick timers, per backend, shared by a module
+    (the deployment pass and the jobs pass lock rows on PostgreSQL: both backends run them)."""
+    tmp = tmp_path_factory.mktemp(f"roost-ota-deployments-{request.param}")
+    if request.param == "postgresql":
+        reason = postgres_reachable()
+        if reason:
+            skip_or_fail(reason)
+        with fresh_postgres_database() as url:
+            yield from _run(
+                RoostServer(tmp, database_url=url, mqtt_port=free_port(), env_overrides=ENV)
+            )
+    else:
+        yield from _run(RoostServer(tmp, mqtt_port=free_port(), env_overrides=ENV))
 
 
 @pytest.fixture

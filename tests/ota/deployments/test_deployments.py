@@ -3,6 +3,7 @@ device's inventory, halts and resume, maintenance windows, bad input and cancel.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,20 @@ def test_a_canary_phase_gates_the_rest_and_success_updates_the_inventory(fleet: 
     actions = http.get("/api/v1/ota/actions").json()["actions"]
     assert [a["job_id"] for a in actions] == [job0] and actions[0]["state"] == "pending"
     assert actions[0]["artifacts"][0]["signed_url"]
+    # the device fetches the bytes with its signed URL (no header) and a resumed Range request;
+    # the counts reach the artifact's download list
+    whole = http.get(actions[0]["artifacts"][0]["signed_url"], headers={"Authorization": ""})
+    assert whole.status_code == 200 and hashlib.sha256(whole.content).hexdigest() == sent["sha256"]
+    part = http.get(sent["url"], headers={"Range": "bytes=100-"})
+    assert part.status_code == 206 and part.content == whole.content[100:]
+    counted = eventually(
+        lambda: [
+            d
+            for d in fleet.api.get(f"/api/v1/artifacts/{artifact['id']}/downloads").json()["items"]
+            if d["device_id"] == canary[0].id and d["count"] == 2
+        ]
+    )
+    assert counted[0]["bytes"] == len(whole.content) * 2 - 100
     # the rest have nothing while the canary runs
     for device in rest:
         assert pending(fleet.as_device(device)) == []
