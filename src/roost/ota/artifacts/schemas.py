@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from roost.http import schemas as s
-from roost.ota.artifacts.service import MAX_NOTES_CHARS
+from roost.ota.artifacts.rules import MAX_NOTES_CHARS
 
 
 class ArtifactOut(s.Out):

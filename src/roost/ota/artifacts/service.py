@@ -16,11 +16,8 @@ Every download door (the user's, the device's, signed URLs, DDI, APT) goes throu
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import builtins
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -35,13 +32,20 @@ from starlette.responses import Response
 from roost.audit import service as audit
 from roost.core.access import Actor, Role
 from roost.core.device_identity import DeviceIdentity
-from roost.core.ids import SLUG_RULE, generate_id, is_slug
 from roost.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from roost.inventory.tables import device_models, devices
-from roost.ota.artifacts import debpkg, signing, uploads
+from roost.ota.artifacts import debpkg, rules, signing, uploads
 from roost.ota.artifacts.downloads import DownloadCounter, Finished, respond
+from roost.ota.artifacts.rules import (
+    DOWNLOAD_PATH,
+    MAX_NOTES_CHARS,
+    MAX_VERSION_CHARS,
+    NO_BYTES,
+    SHA256,
+    SIGNED_PATH,
+    artifact_out,
+)
 from roost.ota.artifacts.tables import (
-    ARTIFACT_TYPES,
     ota_artifact_tombstones,
     ota_artifacts,
     ota_downloads,
@@ -66,55 +70,6 @@ SORTS = ("id", "name", "version", "type", "size", "created_at")
 DOWNLOAD_SORTS = ("device_id", "count", "bytes", "last_at")
 #: ``in_use_checks`` entries: (connection, tenant, artifact id) → what uses it, or None.
 InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[str | None]]
-CONTENT_TYPES = {"deb": "application/vnd.debian.binary-package"}
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,254}")
-_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,499}")
-FILENAME_RULE = "1-255 characters: letters, digits and . _ + ~ - (not starting with a symbol)"
-MAX_NAME_CHARS = 200
-MAX_VERSION_CHARS = 128
-MAX_NOTES_CHARS = 20_000
-_NO_BYTES = "a container artifact has no bytes: send an empty body"
-DOWNLOAD_PATH = "/api/v1/ota/artifacts/{id}/download"
-SIGNED_PATH = "/api/v1/ota/dl/{token}"
-
-
-def _out(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An artifact as the API shows it (never its blob key)."""
-    return {
-        "id": row["id"],
-        "module_id": row["module_id"],
-        "name": row["name"],
-        "version": row["version"],
-        "type": row["type"],
-        "filename": row["filename"],
-        "size": row["size"],
-        "sha256": row["sha256"],
-        "sha1": row["sha1"],
-        "md5": row["md5"],
-        "content_type": row["content_type"],
-        "model_ids": list(row["model_ids"]),
-        "release_notes": row["release_notes"],
-        "metadata": dict(row["metadata"]),
-        "reference": row["reference"],
-        "signature": row["signature"],
-        "signature_by": row["signature_by"],
-        "signing_key_id": row["signing_key_id"],
-        "created_by": row["created_by"],
-        "created_at": row["created_at"],
-    }
-
-
-def _text(meta: Mapping[str, Any], name: str, limit: int, default: str = "") -> str:
-    value = meta.get(name)
-    if value is None or value == "":
-        return default
-    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-        raise InvalidInput(f"{name} must be text of at most {limit} characters")
-    return value
-
-
 # An artifact's bytes never change, so the download path may trust a row read this recently; a
 # delete in another process reaches its downloads within this time (they then find no bytes).
 SERVED_ROW_TTL_S = 10.0
@@ -250,7 +205,7 @@ class ArtifactService:
     async def get(self, actor: Actor, artifact_id: str) -> dict[str, Any]:
         """One artifact of the actor's tenant."""
         actor.require(Role.VIEWER)
-        return _out(await self.row(actor.tenant_id, artifact_id))
+        return artifact_out(await self.row(actor.tenant_id, artifact_id))
 
     async def list(
         self,
@@ -286,7 +241,7 @@ class ArtifactService:
                 every = as_dicts(await conn.execute(query.order_by(*order)))
                 kept = [r for r in every if not r["model_ids"] or model_id in r["model_ids"]]
                 rows, total = kept[page.offset : page.offset + page.limit], len(kept)
-        return Page([_out(row) for row in rows], total, page.limit, page.offset)
+        return Page([artifact_out(row) for row in rows], total, page.limit, page.offset)
 
     async def incompatible(
         self,
@@ -363,20 +318,10 @@ class ArtifactService:
     async def _check_meta(
         self, conn: AsyncConnection, actor: Actor, meta: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The upload's metadata checked, with defaults (name and version of a deb come later)."""
-        artifact_type = meta.get("type")
-        if artifact_type not in ARTIFACT_TYPES:
-            raise InvalidInput(f"type must be one of {', '.join(ARTIFACT_TYPES)}")
-        artifact_id = _text(meta, "id", 128) or generate_id("art")
-        if not is_slug(artifact_id):
-            raise InvalidInput(f"artifact id {artifact_id[:80]!r} is not valid: {SLUG_RULE}")
-        filename = _text(meta, "filename", 255, artifact_id)
-        if _FILENAME.fullmatch(filename) is None:
-            raise InvalidInput(f"filename {filename[:80]!r} is not valid: {FILENAME_RULE}")
-        models = meta.get("model_ids") or []
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            raise InvalidInput("model_ids must be a list of device model ids")
-        models = list(dict.fromkeys(models))
+        """The upload's metadata checked (:func:`rules.upload_fields`), its models known and its
+        id free."""
+        fields = rules.upload_fields(meta)
+        models = fields["model_ids"]
         if models:
             known = set(
                 (
@@ -396,43 +341,14 @@ class ArtifactService:
                         {"field": "model_id", "message": f"unknown models: {', '.join(unknown)}"}
                     ],
                 )
-        signature = _text(meta, "signature", 4096) or None
-        if signature is not None:
-            try:
-                base64.b64decode(signature, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise InvalidInput("signature must be base64") from exc
-        reference = _text(meta, "reference", 500) or None
-        if artifact_type == "container":
-            if reference is None or _REFERENCE.fullmatch(reference) is None:
-                raise InvalidInput(
-                    "a container artifact needs reference: the image, e.g. "
-                    "registry.example.com/app@sha256:<digest>"
-                )
-        elif reference is not None:
-            raise InvalidInput("reference is for container artifacts only")
-        version = _text(meta, "version", MAX_VERSION_CHARS)
-        if not version and artifact_type != "deb":
-            raise InvalidInput("version is required")
         if await fetch_one(
             conn,
             sa.select(ota_artifacts.c.module_id).where(
-                ota_artifacts.c.tenant_id == actor.tenant_id, ota_artifacts.c.id == artifact_id
+                ota_artifacts.c.tenant_id == actor.tenant_id, ota_artifacts.c.id == fields["id"]
             ),
         ):
-            raise Conflict(f"artifact {artifact_id!r} already exists (artifacts are immutable)")
-        return {
-            "id": artifact_id,
-            "type": artifact_type,
-            "name": _text(meta, "name", MAX_NAME_CHARS),
-            "version": version,
-            "filename": filename,
-            "model_ids": models,
-            "release_notes": _text(meta, "release_notes", MAX_NOTES_CHARS),
-            "reference": reference,
-            "signature": signature,
-            "content_type": CONTENT_TYPES.get(artifact_type, DEFAULT_CONTENT_TYPE),
-        }
+            raise Conflict(f"artifact {fields['id']!r} already exists (artifacts are immutable)")
+        return fields
 
     async def create(
         self,
@@ -449,7 +365,7 @@ class ArtifactService:
         actor.require(Role.OPERATOR)
         if expected_sha256 is not None:
             expected_sha256 = expected_sha256.lower()
-            if _SHA256.fullmatch(expected_sha256) is None:
+            if SHA256.fullmatch(expected_sha256) is None:
                 raise InvalidInput("sha256 must be 64 hexadecimal digits")
         if expected_size is not None and expected_size > self.settings.artifact_max_bytes:
             raise PayloadTooLarge(
@@ -472,7 +388,7 @@ class ArtifactService:
             )
         except PayloadTooLarge as exc:
             if container:
-                raise InvalidInput(_NO_BYTES) from exc
+                raise InvalidInput(NO_BYTES) from exc
             raise
         try:
             fields["metadata"] = self._finish_meta(fields, received, expected_sha256)
@@ -497,7 +413,7 @@ class ArtifactService:
         fields: dict[str, Any], received: uploads.Received, expected_sha256: str | None
     ) -> dict[str, Any]:
         if fields["type"] == "container" and received.size:
-            raise InvalidInput(_NO_BYTES)
+            raise InvalidInput(NO_BYTES)
         if expected_sha256 is not None and expected_sha256 != received.sha256:
             raise InvalidInput(
                 f"the body's SHA-256 is {received.sha256}, not the {expected_sha256} given: "
@@ -556,9 +472,11 @@ class ArtifactService:
             inserted = result.inserted_primary_key
             assert inserted is not None  # an INSERT of one row always has it
             row["module_id"] = int(inserted[0])
-            await audit.record(conn, actor, "create", "artifact", row["id"], after=_out(row))
+            await audit.record(
+                conn, actor, "create", "artifact", row["id"], after=artifact_out(row)
+            )
         log.info("artifact %s/%s stored: %d bytes", actor.tenant_id, row["id"], row["size"])
-        return _out(row)
+        return artifact_out(row)
 
     async def update(self, actor: Actor, artifact_id: str, release_notes: str) -> dict[str, Any]:
         """Change the release notes (the one thing of an artifact that may change)."""
@@ -579,10 +497,10 @@ class ArtifactService:
                 "update",
                 "artifact",
                 artifact_id,
-                before=_out(before),
-                after=_out(after),
+                before=artifact_out(before),
+                after=artifact_out(after),
             )
-        return _out(after)
+        return artifact_out(after)
 
     async def delete(self, actor: Actor, artifact_id: str) -> None:
         """Remove an artifact and its bytes; 409 while something uses it (a deployment …)."""
@@ -616,7 +534,9 @@ class ArtifactService:
                     deleted_at=self.clock(),
                 )
             )
-            await audit.record(conn, actor, "delete", "artifact", artifact_id, before=_out(before))
+            await audit.record(
+                conn, actor, "delete", "artifact", artifact_id, before=artifact_out(before)
+            )
         self._served.pop((actor.tenant_id, artifact_id), None)
         if before["blob_key"]:
             try:
