@@ -88,6 +88,10 @@ MAX_HEAD = 64 * 1024
 # -- the artifact ----------------------------------------------------------------------------------
 
 
+# Devices per deployment: a deployment's phase is a job, and a job lists at most 1,000 devices.
+DEPLOYMENT_DEVICES = 1000
+
+
 def write_artifact(path: Path, size: int) -> str:
     """``size`` random bytes into ``path``; answers their sha256 (hex)."""
     digest = hashlib.sha256()
@@ -595,6 +599,21 @@ def run_roost(
             )
             if body.get("sha256") != sha256 or body.get("size") != size:
                 results.fail(f"Roost: the upload's answer does not match the file: {body}")
+            # A device downloads only what a deployment sent it: one deployment per 1,000
+            # devices (a phase is a job, and a job lists at most 1,000 devices).
+            for n in range(0, len(devices), DEPLOYMENT_DEVICES):
+                resp = api.post(
+                    f"{V1}/deployments",
+                    json={
+                        "id": f"bench-{n // DEPLOYMENT_DEVICES}",
+                        "artifact_ids": [ARTIFACT_ID],
+                        "targets": {"devices": devices[n : n + DEPLOYMENT_DEVICES]},
+                    },
+                    timeout=120,
+                )
+                if resp.status_code != 201:
+                    results.fail(f"Roost: deployment answered {resp.status_code} {resp.text[:300]}")
+                    return None
         headers = [{"Authorization": f"Bearer {t}", "Connection": "close"} for t in tokens]
         path = f"{V1}/ota/artifacts/{ARTIFACT_ID}/download"
         target = Target("Roost", roost.http_port, path, headers, [roost.pid])

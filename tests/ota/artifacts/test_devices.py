@@ -24,12 +24,22 @@ from tests.support import SECRET_KEY, Api, assert_problem, eventually, unique
 DATA = bytes(range(256)) * 12_000  # 3,072,000 bytes
 
 
+def send(world: World, artifact_id: str, *device_ids: str) -> None:
+    """Deploy the artifact to the devices: a device downloads only what it was sent."""
+    resp = world.org.operator.post(
+        f"{V1}/deployments",
+        json={"artifact_ids": [artifact_id], "targets": {"devices": list(device_ids)}},
+    )
+    assert resp.status_code == 201, resp.text
+
+
 @pytest.fixture(scope="module")
 def artifact(world: World) -> dict[str, Any]:
-    """A firmware artifact of the first tenant."""
+    """A firmware artifact of the first tenant, sent to its device."""
     resp = upload(world.org.operator, DATA, id=unique("fw"), type="firmware", version="3.1.0")
     assert resp.status_code == 201, resp.text
     made: dict[str, Any] = resp.json()
+    send(world, made["id"], world.org.device.id)
     return made
 
 
@@ -74,6 +84,7 @@ def test_a_device_with_a_sas_token_downloads(world: World, artifact: dict[str, A
     assert world.org.admin.post(f"{V1}/devices", json={"id": device_id}).status_code == 201
     key = world.org.admin.post(f"{V1}/devices/{device_id}/keys", json={})
     assert key.status_code == 201, key.text
+    send(world, artifact["id"], device_id)
     token = sas.sign(
         base64.b64decode(key.json()["key"]),
         sas.device_resource(world.org.id, device_id),
@@ -122,6 +133,23 @@ def test_devices_of_another_tenant_and_users_are_refused(
     assert_problem(world.org.device_api.get(f"{V1}/ota/artifacts/nope/download"), 404)
 
 
+def test_a_device_reaches_only_the_artifacts_it_was_sent(
+    world: World, artifact: dict[str, Any]
+) -> None:
+    device_id = unique("other")
+    assert world.org.admin.post(f"{V1}/devices", json={"id": device_id}).status_code == 201
+    token = world.org.admin.post(f"{V1}/devices/{device_id}/tokens", json={}).json()["token"]
+    url = f"{V1}/ota/artifacts/{artifact['id']}"
+    with Api(world.server.url, token=token) as neighbour:
+        # same tenant, never sent it: as if it did not exist
+        assert_problem(neighbour.get(url), 404, "was sent to this device")
+        assert_problem(neighbour.get(f"{url}/download"), 404)
+        send(world, artifact["id"], device_id)
+        # sent now: within a second (a refusal is remembered that long)
+        assert eventually(lambda: neighbour.get(f"{url}/download").status_code == 200)
+        assert neighbour.get(f"{url}/download").content == DATA
+
+
 def _public_key(world: World) -> ed25519.Ed25519PublicKey:
     with Api(world.server.url) as anonymous:
         resp = anonymous.get(f"{V1}/ota/signing-key")
@@ -168,6 +196,7 @@ def test_an_operator_signature_is_kept_as_given(world: World) -> None:
     body = resp.json()
     assert body["signature"] == signature and body["signature_by"] == "operator"
     assert body["signing_key_id"] is None
+    send(world, body["id"], world.org.device.id)
     view = world.org.device_api.get(f"{V1}/ota/artifacts/{body['id']}").json()
     assert view["signature"] == signature and view["signature_by"] == "operator"
     own.public_key().verify(base64.b64decode(view["signature"]), data)

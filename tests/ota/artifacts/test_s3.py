@@ -137,8 +137,8 @@ def test_s3_round_trip_upload_ranged_download_delete(s3_world: World, s3: Any) -
     assert len(mine) == 1
     assert s3.head_object(Bucket=BUCKET, Key=mine[0])["ContentLength"] == size
 
-    url = f"{V1}/ota/artifacts/{artifact_id}/download"
-    device = s3_world.org.device_api
+    url = f"{V1}/artifacts/{artifact_id}/content"  # the one download path every door shares
+    device = s3_world.org.viewer
     middle = device.get(url, headers={"Range": "bytes=9000000-9000999"})
     assert middle.status_code == 206 and len(middle.content) == 1000
     expected = b"".join(random_chunks(size, b"s3"))[9_000_000:9_001_000]

@@ -267,6 +267,10 @@ def test_artifact_download_range_and_md5sum(
     module = artifact["module_id"]
     base = f"{root(device)}/softwaremodules/{module}/artifacts"
     with ddi(ddi_server, device.token) as client:
+        # a module is a device's to read once a deployment sent it there
+        assert_problem(client.get(base), 404)
+        assert_problem(client.get(f"{base}/image.swu"), 404)
+        deploy(admin, artifact["id"], [device.id])
         resp = client.get(base)
         assert resp.status_code == 200, resp.text
         [listed] = resp.json()

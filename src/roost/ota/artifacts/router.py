@@ -266,6 +266,7 @@ async def get_ota_signing_key(roost: RoostDep) -> dict[str, str]:
 async def device_get_artifact(
     roost: RoostDep, device: DeviceDep, artifact_id: ArtifactId
 ) -> dict[str, Any]:
+    await roost.artifacts.check_sent(device.tenant_id, artifact_id, device.device_id)
     row = await roost.artifacts.row(device.tenant_id, artifact_id)
     return roost.artifacts.device_view(row, device)
 
@@ -273,13 +274,14 @@ async def device_get_artifact(
 async def _device_download(
     roost: RoostDep, device: DeviceDep, request: Request, artifact_id: ArtifactId
 ) -> Response:
+    await roost.artifacts.check_sent(device.tenant_id, artifact_id, device.device_id)
     return await roost.artifacts.stream(request, device.tenant_id, artifact_id, device.device_id)
 
 
 router.get(
     "/ota/artifacts/{artifact_id}/download",
     operation_id="device_download_artifact",
-    summary="A device downloads an artifact of its tenant (its token, SAS or certificate)",
+    summary="A device downloads an artifact it was sent (its token, SAS or certificate)",
     response_class=Response,
     responses={**_DOWNLOAD_RESPONSES, 401: {"model": s.Problem}},
 )(_device_download)

@@ -20,7 +20,7 @@ import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,8 @@ SORTS = ("id", "name", "version", "type", "size", "created_at")
 DOWNLOAD_SORTS = ("device_id", "count", "bytes", "last_at")
 #: ``in_use_checks`` entries: (connection, tenant, artifact id) → what uses it, or None.
 InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[str | None]]
+#: ``recipients`` entries: (connection, tenant, artifact id) → the devices it was sent to.
+Recipients = Callable[[AsyncConnection, str, str], Awaitable[set[str]]]
 # An artifact's bytes never change, so the download path may trust a row read this recently; a
 # delete in another process reaches its downloads within this time (they then find no bytes).
 SERVED_ROW_TTL_S = 10.0
@@ -88,6 +90,10 @@ class ArtifactService:
         self.blobs: BlobStore = open_blob_store(deps.settings.blob_url, deps.settings.data_dir)
         #: Other rooms add checks here; a delete is refused (409) while one answers a reason.
         self.in_use_checks: list[InUseCheck] = []
+        #: Rooms that send artifacts to devices (deployments) say here to which.
+        self.recipients: list[Recipients] = []
+        self._sent: dict[tuple[str, str], tuple[frozenset[str], float]] = {}
+        self._sent_reads: dict[tuple[str, str], asyncio.Future[frozenset[str]]] = {}
         self.urls = signing.UrlSigner(deps.secret_key)
         self.downloads = DownloadCounter(deps.db, deps.clock)
         self._key: signing.SigningKey | None = None
@@ -580,6 +586,49 @@ class ArtifactService:
             self._served.clear()
         self._served[key] = (row, now)
         return row
+
+    async def check_sent(self, tenant_id: str, artifact_id: str, device_id: str) -> None:
+        """404 unless the artifact was sent to the device (a deployment named it): a device
+        reaches only what is meant for it (an APT channel checks its own audience)."""
+        key = (tenant_id, artifact_id)
+        cached = self._sent.get(key)
+        age = time.monotonic() - cached[1] if cached else SERVED_ROW_TTL_S
+        # A device missing from a set read a moment ago is refused without reading again (a
+        # device probing ids costs no database read); one just sent it waits at most a second.
+        if cached is None or age >= SERVED_ROW_TTL_S or (device_id not in cached[0] and age > 1):
+            cached = (await self._read_recipients(key), time.monotonic())
+        if device_id not in cached[0]:
+            raise NotFound(f"no artifact {artifact_id!r} was sent to this device")
+
+    def recipients_changed(self, tenant_id: str, artifact_ids: Sequence[str]) -> None:
+        """Forget who was sent these artifacts (a deployment just sent them to more devices)."""
+        for artifact_id in artifact_ids:
+            self._sent.pop((tenant_id, artifact_id), None)
+
+    async def _read_recipients(self, key: tuple[str, str]) -> frozenset[str]:
+        """The artifact's recipients read once for every download that asks at the same time."""
+        pending = self._sent_reads.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        self._sent_reads[key] = future
+        try:
+            async with self.db.read() as conn:
+                found: set[str] = set()
+                for recipients in self.recipients:
+                    found |= await recipients(conn, *key)
+            sent = frozenset(found)
+            if len(self._sent) >= MAX_SERVED_ROWS:
+                self._sent.clear()
+            self._sent[key] = (sent, time.monotonic())
+            future.set_result(sent)
+            return sent
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody else must
+            raise
+        finally:
+            del self._sent_reads[key]
 
     async def stream_signed(self, request: Request, token: str) -> Response:
         """The download a signed URL names (401 when forged or expired)."""

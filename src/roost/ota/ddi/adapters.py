@@ -35,8 +35,14 @@ class RoostArtifacts:
         return rows
 
     async def by_module(self, identity: DeviceIdentity, module_id: int) -> dict[str, Any]:
-        """The artifact numbered ``module_id`` in the device's tenant."""
-        return await self.artifacts.row_by_module(identity.tenant_id, module_id)
+        """The artifact numbered ``module_id`` in the device's tenant, if it was sent to the
+        device (404 otherwise, as for an unknown module)."""
+        row = await self.artifacts.row_by_module(identity.tenant_id, module_id)
+        try:
+            await self.artifacts.check_sent(identity.tenant_id, row["id"], identity.device_id)
+        except NotFound as exc:
+            raise NotFound(f"no software module {module_id}") from exc
+        return row
 
     async def stream(
         self, request: Request, tenant_id: str, artifact_id: str, device_id: str | None

@@ -78,12 +78,16 @@ _E = ExecutionStatus
 
 
 InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[str | None]]
+Recipients = Callable[[AsyncConnection, str, str], Awaitable[set[str]]]
 
 
 class Artifacts(Protocol):
     """What deployments use of the artifact service."""
 
     in_use_checks: builtins.list[InUseCheck]
+    recipients: builtins.list[Recipients]
+
+    def recipients_changed(self, tenant_id: str, artifact_ids: Sequence[str]) -> None: ...
 
     async def incompatible(
         self,
@@ -113,6 +117,7 @@ class DeploymentService:
         jobs.update_checks.append(self.device.check_update)
         jobs.change_listeners.append(self._on_job_changes)
         artifacts.in_use_checks.append(self._artifact_in_use)
+        artifacts.recipients.append(store.recipients)  # a device fetches what it was sent
         metrics.table_gauge(
             "roost_ota_deployments",
             "OTA deployments by status",
@@ -579,6 +584,7 @@ class DeploymentService:
             log.debug("the job %s exists already", job_id)
         async with self.db.write() as conn:
             await store.insert_missing_actions(conn, row, n, job_id, self.clock())
+        self.artifacts.recipients_changed(row["tenant_id"], row["artifact_ids"])
 
     async def _finish(
         self, row: Mapping[str, Any], status: DeploymentStatus, reason: str | None

@@ -321,3 +321,31 @@ async def installed_of(conn: AsyncConnection, device_pk: int) -> list[dict[str, 
             .order_by(ota_installed.c.name)
         )
     )
+
+
+async def recipients(conn: AsyncConnection, tenant_id: str, artifact_id: str) -> set[str]:
+    """The devices a deployment of the tenant ever sent ``artifact_id`` to (whatever its state:
+    a device may fetch again what it was sent, to retry an install)."""
+    deployment_ids = [
+        deployment_id
+        for deployment_id, artifact_ids in await conn.execute(
+            sa.select(ota_deployments.c.id, ota_deployments.c.artifact_ids).where(
+                ota_deployments.c.tenant_id == tenant_id
+            )
+        )
+        if artifact_id in (artifact_ids or ())
+    ]
+    if not deployment_ids:
+        return set()
+    return set(
+        (
+            await conn.execute(
+                sa.select(ota_actions.c.device_id)
+                .where(
+                    ota_actions.c.tenant_id == tenant_id,
+                    ota_actions.c.deployment_id.in_(deployment_ids),
+                )
+                .distinct()
+            )
+        ).scalars()
+    )
