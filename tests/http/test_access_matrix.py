@@ -122,7 +122,8 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"GET /api/v1/artifacts(/.*)?", "viewer"),
     (r"\w+ /api/v1/artifacts(/.*)?", "operator"),
     (r"GET /api/v1/ota/signing-key", "public"),
-    (r"GET /api/v1/ota/artifacts/\{artifact_id\}(/download)?", "device"),
+    # a device reaches only the artifacts a deployment sent it
+    (r"GET /api/v1/ota/artifacts/\{artifact_id\}(/download)?", "device_own"),
     (r"GET /api/v1/ota/dl/\{token\}", "open"),
     # Deployments (issue 14): viewers read, operators deploy, cancel and resume.
     (r"GET /api/v1/deployments(/.*)?", "viewer"),

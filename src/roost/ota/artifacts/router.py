@@ -95,6 +95,11 @@ def _content_length(request: Request) -> int | None:
     responses={
         **s.problem_responses(403, 409, 422),
         413: {"model": s.Problem, "description": "Over the size limit"},
+        431: {
+            "model": s.Problem,
+            "description": "The query is too long for a request head (64 KiB): send long "
+            "release notes with PATCH",
+        },
     },
 )
 async def upload_artifact(
@@ -113,7 +118,11 @@ async def upload_artifact(
     model_id: Annotated[
         list[str] | None, Query(description="A device model it suits (repeat; none: any)")
     ] = None,
-    release_notes: Annotated[str | None, Query(max_length=20_000)] = None,
+    release_notes: Annotated[
+        str | None,
+        # A query lives in the request head (64 KiB, percent-encoded): longer notes by PATCH.
+        Query(max_length=2000, description="Up to 2,000 characters here; longer ones by PATCH"),
+    ] = None,
     sha256: Annotated[
         str | None, Query(pattern="^[0-9a-fA-F]{64}$", description="Refused unless it matches")
     ] = None,
