@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from datetime import datetime
@@ -21,11 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from roost.credentials.keys.service import SecretBox
 from roost.errors import ConfigError, Conflict, Unavailable
 from roost.ota.apt.tables import ota_apt_keys
 from roost.store.database import Database
@@ -41,32 +37,23 @@ KEY_ALGORITHM = "ed25519"
 GPG_TIMEOUT_S = 30.0
 #: The row of ``ota_apt_keys`` holding the one platform key.
 KEY_ROW = "platform"
-_HKDF_INFO = b"roost apt signing key v1"
-_NONCE_BYTES = 12
+# Bound to the sealed key as associated data: a sealed secret of another kind never opens as it.
+_SEAL_CONTEXT = "roost apt signing key v1"
 # The digest of signatures: apt refuses SHA1 signatures, SHA512 is what Debian signs with.
 _DIGEST = "SHA512"
 
 
-def _sealing_key(secret_key: str) -> AESGCM:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-        secret_key.encode("utf-8")
-    )
-    return AESGCM(derived)
-
-
 def seal(text: str, secret_key: str) -> str:
-    """``text`` encrypted with AES-256-GCM under a key derived from ``secret_key``, Base64."""
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = _sealing_key(secret_key).encrypt(nonce, text.encode("utf-8"), None)
-    return base64.b64encode(nonce + sealed).decode("ascii")
+    """``text`` encrypted under the secret key (:class:`SecretBox`), Base64."""
+    sealed = SecretBox(secret_key).seal(text.encode("utf-8"), _SEAL_CONTEXT)
+    return base64.b64encode(sealed).decode("ascii")
 
 
 def unseal(sealed: str, secret_key: str) -> str:
     """What :func:`seal` sealed; ConfigError when ``secret_key`` is another one."""
-    raw = base64.b64decode(sealed)
     try:
-        plain = _sealing_key(secret_key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], None)
-    except InvalidTag as exc:
+        plain = SecretBox(secret_key).open(base64.b64decode(sealed), _SEAL_CONTEXT)
+    except ValueError as exc:
         raise ConfigError(
             "the APT signing key in the database cannot be decrypted: this process has another "
             "secret key (ROOST_SECRET_KEY) than the one that created it"

@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import hmac
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +28,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from roost.credentials.keys.service import SecretBox
 from roost.errors import AuthenticationFailed, ConfigError, Conflict
 from roost.ota.artifacts.tables import ota_signing_keys
 from roost.store.database import Database
@@ -44,9 +43,9 @@ log = logging.getLogger(__name__)
 ALGORITHM = "ed25519"
 #: The row of ``ota_signing_keys`` holding the generated platform key.
 KEY_ROW = "platform"
-_SEAL_INFO = b"roost ota signing key v1"
+# Bound to the sealed key as associated data: a sealed secret of another kind never opens as it.
+_SEAL_CONTEXT = "roost ota signing key v1"
 _URL_INFO = b"roost ota signed url v1"
-_NONCE_BYTES = 12
 
 
 def _derive(secret_key: str, info: bytes) -> bytes:
@@ -82,23 +81,18 @@ def verify(
 
 
 def seal(key: ed25519.Ed25519PrivateKey, secret_key: str) -> str:
-    """The private key encrypted under the secret key, Base64 text."""
-    nonce = os.urandom(_NONCE_BYTES)
+    """The private key encrypted under the secret key (:class:`SecretBox`), Base64 text."""
     raw = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    sealed = AESGCM(_derive(secret_key, _SEAL_INFO)).encrypt(nonce, raw, None)
-    return base64.b64encode(nonce + sealed).decode()
+    return base64.b64encode(SecretBox(secret_key).seal(raw, _SEAL_CONTEXT)).decode()
 
 
 def unseal(sealed: str, secret_key: str) -> ed25519.Ed25519PrivateKey:
     """The key :func:`seal` sealed; ConfigError under another secret key."""
-    data = base64.b64decode(sealed)
     try:
-        raw = AESGCM(_derive(secret_key, _SEAL_INFO)).decrypt(
-            data[:_NONCE_BYTES], data[_NONCE_BYTES:], None
-        )
-    except InvalidTag as exc:
+        raw = SecretBox(secret_key).open(base64.b64decode(sealed), _SEAL_CONTEXT)
+    except ValueError as exc:
         raise ConfigError(
             "the OTA signing key in the database cannot be decrypted: this process has another "
             "secret key (ROOST_SECRET_KEY) than the one that created it"
