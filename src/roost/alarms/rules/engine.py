@@ -286,6 +286,8 @@ class RuleEngine:
         more = False
         for feed in FEEDS:
             more = await self._feed_step(feed) or more
+        if self._reload:
+            return True
         more = await self._log_step() or more
         if not more:
             await self._clock_step()
@@ -326,6 +328,11 @@ class RuleEngine:
             more = len(logged) == LOG_ROWS_PER_STEP
             if not entries:
                 return False
+        if self._reload:
+            # A rule changed while this step read: what was read after the change must meet
+            # the changed rules (the cursor has not moved, so it is read again after the load).
+            self._commits.clear()
+            return True
         chunk = Chunk()
         new_cursor = cursor
         evaluated = 0
@@ -352,6 +359,8 @@ class RuleEngine:
         messages, position, more = await feed.read(self.db, cursor, self.deps.clock())
         if position == cursor:
             return False
+        if self._reload:
+            return True  # a rule changed while this read: evaluate it after the load
         chunk = Chunk()
         await self.book.evaluate_feed(chunk, feed.name, messages)
         await self._commit(chunk, feed.name, cursor, position)
