@@ -23,10 +23,10 @@ $(VENDOR_STAMP): frontend/package.json frontend/package-lock.json
 
 vendor: $(VENDOR_STAMP)  ## the console's front-end libraries from the npm registry
 
-$(STAMP): pyproject.toml $(VENDOR_STAMP)
+$(STAMP): pyproject.toml agent/pyproject.toml $(VENDOR_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./agent
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install Roost with its development tools
@@ -60,11 +60,12 @@ test: install system-deps  ## run the whole test suite (PostgreSQL/NATS tests sk
 	$(BIN)/pytest -q
 
 lint: install  ## ruff (lint + format check)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench agent examples
+	$(BIN)/ruff format --check src tests bench agent examples
 
-typecheck: install  ## mypy --strict on src/
+typecheck: install  ## mypy --strict on src/, and on the agent as Python 3.9 (a Raspberry Pi's)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --python-version 3.10 --ignore-missing-imports agent/src/roost_agent
 
 check: lint typecheck test  ## everything CI runs
 

@@ -1,0 +1,3 @@
+from roost_agent.cli import main
+
+main()
