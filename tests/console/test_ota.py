@@ -17,6 +17,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.console.conftest import Console
+from tests.ota.apt.conftest import upload_deb
+from tests.ota.apt.debs import build_deb
 from tests.support import Api, Device, RoostServer, eventually, free_port, make_device, unique
 
 VIEWER_PASSWORD = "viewer-password-123"
@@ -269,3 +271,36 @@ def test_a_viewer_reads_but_sees_no_write_action(
     with console_api.as_token(console_api.login(viewer, VIEWER_PASSWORD)) as as_viewer:
         resp = as_viewer.post(f"/api/v1/deployments/{deployment_id}/cancel")
         assert resp.status_code == 403, resp.text
+
+
+def test_apt_channels_are_listed_with_their_packages_and_the_device_lines(
+    console: Console, console_api: Api, tmp_path: Path
+) -> None:
+    channel = unique("chan")
+    resp = console_api.post(
+        "/api/v1/apt/channels",
+        json={"name": channel, "audience": "all", "description": "the stores' menu"},
+    )
+    assert resp.status_code == 201, resp.text
+    deb = upload_deb(console_api, build_deb(tmp_path, "store-menu", "1.2-1"))
+    resp = console_api.post(
+        f"/api/v1/apt/channels/{channel}/packages", json={"artifact_id": deb["id"]}
+    )
+    assert resp.status_code == 201, resp.text
+
+    console.sign_in()
+    page = console.page
+    console.goto("/apt")
+    row = page.locator(f'tr[data-channel="{channel}"]')
+    expect(row).to_contain_text("all")
+    expect(row).to_contain_text("the stores' menu")
+    expect(row.locator("td.num")).to_have_text("1")
+    row.get_by_role("link", name=channel).click()
+    package = page.locator('tr[data-package="store-menu"]')
+    expect(package).to_contain_text("1.2-1")
+    expect(package.get_by_role("link", name=deb["id"])).to_be_visible()
+    expect(page.locator("#apt-sources")).to_contain_text(
+        f"{console.server.url}/api/v1/apt/default {channel} main"
+    )
+    missing = page.goto(console.server.url + "/apt/no-such-channel")
+    assert missing is not None and missing.status == 404

@@ -214,3 +214,19 @@ async def device_software(page: PageDep, device_id: str) -> Response:
     device = await page.roost.devices.get(page.actor, device_id)
     installed = await page.roost.deployments.installed(page.actor, device_id)
     return page.render("ota/software.html", device=device, tab="software", installed=installed)
+
+
+@router.get("/apt")
+async def apt_channels(page: PageDep) -> Response:
+    """The tenant's APT channels: who sees each one and how many packages it holds."""
+    paging = page.paging(default_sort="name")
+    channels = await page.roost.apt.list_channels(page.actor, paging.request_page)
+    return page.render("ota/apt.html", channels=channels, paging=paging)
+
+
+@router.get("/apt/{name}")
+async def apt_channel(page: PageDep, name: str) -> Response:
+    """One channel: its packages, and the lines a device's apt needs to read it."""
+    channel = await page.roost.apt.get_channel(page.actor, name)
+    base = str(page.request.base_url).rstrip("/") + channel["repository"]
+    return page.render("ota/apt_channel.html", channel=channel, repository_url=base)

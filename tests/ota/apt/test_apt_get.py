@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.http.test_metrics import scrape, value
 from tests.ota.apt.conftest import AptClient, Device, Fleet, upload_deb
 from tests.ota.apt.debs import build_deb
 from tests.support import RoostServer, assert_problem
@@ -240,3 +241,33 @@ def test_a_package_published_later_appears_after_the_next_update(repo: Repo) -> 
     got.unlink()
     assert apt.update().returncode == 0
     assert apt.download("roost-later").returncode != 0
+
+
+def test_apt_requests_are_counted_by_kind_and_result(repo: Repo) -> None:
+    admin = repo.fleet.tenant.admin
+    menu = repo.artifacts["roost-menu"]
+    index, package = f"dists/{STABLE}/InRelease", f"pool/{menu['id']}/{menu['filename']}"
+
+    def counts() -> dict[tuple[str, str], float]:
+        samples = scrape(admin)
+        return {
+            (kind, result): value(samples, "roost_apt_requests_total", kind=kind, result=result)
+            or 0.0
+            for kind in ("index", "package")
+            for result in ("served", "refused")
+        }
+
+    before = counts()
+    device = repo.fleet.device_a
+    assert httpx.get(repo.url(index), headers=basic(device)).status_code == 200
+    assert httpx.get(repo.url(package), headers=basic(device)).status_code == 200
+    assert httpx.get(repo.url(package), headers=basic(device)).status_code == 200
+    assert httpx.get(repo.url(index)).status_code == 401
+    assert httpx.get(repo.url(package), headers=basic(repo.fleet.outsider)).status_code == 404
+    after = counts()
+    assert {k: after[k] - before[k] for k in after} == {
+        ("index", "served"): 1,
+        ("package", "served"): 2,
+        ("index", "refused"): 1,
+        ("package", "refused"): 1,
+    }

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
+from roost.core import metrics
 from roost.core.device_identity import BearerToken, DeviceIdentity, PresentedCredential
 from roost.credentials.dependencies import DeviceDoors, authenticate_device, presented_credential
-from roost.errors import AuthenticationFailed
+from roost.errors import AuthenticationFailed, RoostError
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.http.params import sortable
@@ -70,6 +71,19 @@ def _basic(value: str) -> tuple[str, str]:
     if not sep or not login or not password:
         raise AuthenticationFailed("Basic credential must be <device id>:<device token>")
     return login, password
+
+
+# What apt asked of the repositories: an index (InRelease, Release, Packages…) or a package, and
+# whether it was served or refused (a refused credential, a channel the device does not see).
+REQUESTS = metrics.tally(
+    "roost_apt_requests",
+    "Requests of devices' apt to the APT repositories, by file kind and result",
+    ["kind", "result"],
+)
+
+
+def _served(kind: str, status: int) -> None:
+    REQUESTS.inc((kind, "served" if status < 400 else "refused"))
 
 
 async def _device(roost: Services, request: Request) -> DeviceIdentity:
@@ -213,9 +227,14 @@ async def get_apt_index(
 ) -> Response:
     try:
         device = await _device(roost, request)
+        data, media_type = await roost.apt.channel_file(device, tenant, channel, path)
     except AuthenticationFailed as exc:
+        _served("index", exc.status)
         return _refused(exc)
-    data, media_type = await roost.apt.channel_file(device, tenant, channel, path)
+    except RoostError as exc:
+        _served("index", exc.status)
+        raise
+    _served("index", 200)
     return Response(data, media_type=media_type)
 
 
@@ -238,7 +257,13 @@ async def get_apt_package(
 ) -> Response:
     try:
         device = await _device(roost, request)
+        await roost.apt.check_package(device, tenant, package_id, package_file)
     except AuthenticationFailed as exc:
+        _served("package", exc.status)
         return _refused(exc)
-    await roost.apt.check_package(device, tenant, package_id, package_file)
-    return await roost.artifacts.stream(request, tenant, package_id, device.device_id)
+    except RoostError as exc:
+        _served("package", exc.status)
+        raise
+    response = await roost.artifacts.stream(request, tenant, package_id, device.device_id)
+    _served("package", response.status_code)
+    return response
