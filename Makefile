@@ -23,7 +23,14 @@ $(VENDOR_STAMP): frontend/package.json frontend/package-lock.json
 
 vendor: $(VENDOR_STAMP)  ## the console's front-end libraries from the npm registry
 
-$(STAMP): pyproject.toml agent/pyproject.toml $(VENDOR_STAMP)
+# The Node device example's MQTT.js, at the version examples/node/package-lock.json pins.
+EXAMPLES_NODE_STAMP := examples/node/node_modules/.installed
+
+$(EXAMPLES_NODE_STAMP): examples/node/package.json examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
+	touch $(EXAMPLES_NODE_STAMP)
+
+$(STAMP): pyproject.toml agent/pyproject.toml $(VENDOR_STAMP) $(EXAMPLES_NODE_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./agent
@@ -70,4 +77,4 @@ typecheck: install  ## mypy --strict on src/, and on the agent as Python 3.9 (a 
 check: lint typecheck test  ## everything CI runs
 
 clean:
-	rm -rf $(VENV) $(VENDOR) frontend/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENDOR) frontend/node_modules examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache
