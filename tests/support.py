@@ -145,7 +145,7 @@ class RoostServer:
         env.update(self.env_overrides)
         return env
 
-    def start(self, *extra_args: str, timeout: float = 30) -> RoostServer:
+    def start(self, *extra_args: str, timeout: float = 60) -> RoostServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # The child keeps its own descriptor; the parent's copy can close at once.
         with self.log_path.open("ab") as log:

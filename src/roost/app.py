@@ -27,9 +27,12 @@ from roost.console import overview as console_overview
 from roost.console import router as console
 from roost.credentials import console as credential_pages
 from roost.credentials import dependencies as device_doors
+from roost.credentials import whoami
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
+from roost.diagnostics import console as diagnostics_pages
+from roost.diagnostics import router as diagnostics
 from roost.http import docs, openapi, problems, system
 from roost.http.middleware import BodyLimit, Metrics
 from roost.identity import console as identity_pages
@@ -85,6 +88,7 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (credentials.router, API_PREFIX),
         (devices.router, API_PREFIX),
         (devices.groups_router, API_PREFIX),
+        (whoami.router, API_PREFIX),
         (audit.router, API_PREFIX),
         (ingest.router, API_PREFIX),
         (telemetry.router, API_PREFIX),
@@ -103,6 +107,7 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (artifacts.router, API_PREFIX),
         (deployments.router, API_PREFIX),
         (apt.router, API_PREFIX),
+        (diagnostics.router, API_PREFIX),
         (ddi.router, ""),  # hawkBit's own paths: /{tenant}/controller/v1/{controllerId}
     ]
 
@@ -128,6 +133,7 @@ def console_rooms() -> list[ModuleType]:
         rule_pages,
         notification_pages,
         ota_pages,
+        diagnostics_pages,
     ]
 
 
@@ -161,7 +167,9 @@ def offered_services(roost: Roost) -> tuple[object, ...]:
         rules.Services,
         alarms.Services,
         artifacts.Services,
-    ] = (roost,) * 23
+        diagnostics.Services,
+        whoami.Services,
+    ] = (roost,) * 25
     return typed
 
 
@@ -215,6 +223,8 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
             f"{API_PREFIX}/devices/import": roost.settings.max_import_bytes,
             # Artifact uploads are streamed to storage; the service enforces its own limit.
             f"{API_PREFIX}{artifacts.UPLOAD_PATH}": roost.settings.artifact_max_bytes,
+            # Diagnostics archives are streamed too; the service refuses them past 50 MiB.
+            f"{API_PREFIX}{diagnostics.UPLOAD_PATH}": diagnostics.MAX_BYTES,
         },
     )
     return app

@@ -25,6 +25,7 @@ import roost.commands.tables
 import roost.credentials.certificates.tables
 import roost.credentials.keys.tables
 import roost.credentials.tokens.tables
+import roost.diagnostics.tables
 import roost.identity.tables
 import roost.inventory.tables
 import roost.jobs.tables
@@ -56,6 +57,7 @@ from roost.credentials.authenticator import DeviceAuthenticator
 from roost.credentials.certificates.service import CertificateService
 from roost.credentials.keys.service import KeyService
 from roost.credentials.tokens.service import CredentialService
+from roost.diagnostics.service import DiagnosticsService
 from roost.identity.service import IdentityService
 from roost.identity.tokens import new_secret_key
 from roost.inventory.devices.service import DeviceService
@@ -163,6 +165,7 @@ class Roost:
     artifacts: ArtifactService
     deployments: DeploymentService
     apt: AptService
+    diagnostics: DiagnosticsService
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -257,6 +260,8 @@ class Roost:
         rules.on_change.append(rule_engine.rules_changed)
         artifacts = ArtifactService(deps)
         jobs = JobService(deps)
+        diagnostics = DiagnosticsService(deps)
+        devices.deletion_listeners.append(diagnostics.device_deleted)
         return cls(
             settings=settings,
             db=db,
@@ -289,6 +294,7 @@ class Roost:
             artifacts=artifacts,
             deployments=DeploymentService(deps, jobs=jobs, artifacts=artifacts),
             apt=AptService(deps, artifacts=artifacts),
+            diagnostics=diagnostics,
         )
 
     @property
@@ -311,6 +317,7 @@ class Roost:
             self.artifacts,
             self.deployments,
             self.apt,
+            self.diagnostics,
         )
 
     async def start(self, *, serve: bool = True) -> None:

@@ -136,12 +136,19 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"GET /api/v1/apt/channels(/.*)?", "viewer"),
     (r"\w+ /api/v1/apt/channels(/.*)?", "operator"),
     (r"GET /api/v1/apt/\{tenant\}/.*", "device"),
+    # Diagnostics (issue 15): a device uploads its own archives; viewers list and download,
+    # operators delete.
+    (r"POST /api/v1/device/diagnostics", "device"),
+    (r"GET /api/v1/devices/\{device_id\}/diagnostics(/.*)?", "viewer"),
+    (r"DELETE /api/v1/devices/\{device_id\}/diagnostics/\{diag_id\}", "operator"),
     # The devices themselves (inventory).
     (r"GET /api/v1/devices(/.*)?", "viewer"),
     (r"\w+ /api/v1/devices(/.*)?", "operator"),
     # Device doors.
     (r"POST /api/v1/(telemetry|events)", "device"),
+    (r"GET /api/v1/device", "device"),  # who am I: the caller's own identity
     (r"POST /api/v1/device/commands/\{command_id\}/response", "device_own"),
+    (r"GET /api/v1/device/command-schedules", "device"),  # the caller's own schedules
     (r"\w+ /api/v1/device/jobs/\{job_id\}(/.*)?", "device_own"),
     (r"GET /api/v1/device/states/\{name\}", "device_own"),  # reporting one creates it
     (r"\w+ /api/v1/device/.*", "device"),
@@ -464,6 +471,12 @@ def _build(server: RoostServer) -> World:
     params.update(
         channel=params["name"], path="InRelease", package_id=deb["id"], package_file=deb["filename"]
     )
+
+    # Diagnostics (issue 15): an archive the device uploaded.
+    resp = device.post(
+        f"{V1}/device/diagnostics", content=b"acl", headers={"Content-Type": "application/gzip"}
+    )
+    params["diag_id"] = _created(resp)["id"]
 
     clients = {
         caller: Api(

@@ -1,3 +1,5 @@
+import sys
+
 from roost_agent.cli import main
 
-main()
+sys.exit(main())

@@ -54,6 +54,7 @@ class Config:
     key: str | None = None  # the device's symmetric key (Base64): SAS tokens for local apps
     sas_resource: str | None = None
     keepalive_s: int = 30
+    reconnect_max_s: float = 60.0  # the longest wait between two connection attempts
     queue_max_bytes: int = 100_000_000
     queue_when_full: str = "drop_oldest"
     batch_points: int = 500
@@ -166,6 +167,10 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     values.setdefault("token", "")
     values.setdefault("mqtt_port", 8883 if values.get("tls") else 1883)
     values["keepalive_s"] = _int(mqtt, "mqtt", "keepalive_s", 30, 5)
+    reconnect = mqtt.get("reconnect_max_s", 60)
+    if isinstance(reconnect, bool) or not isinstance(reconnect, (int, float)) or reconnect < 1:
+        raise ConfigError(f"[mqtt] reconnect_max_s must be a number >= 1, not {reconnect!r}")
+    values["reconnect_max_s"] = float(reconnect)
     values["data_dir"] = path(agent.get("data_dir", "roost-agent-data"))
     values["queue_max_bytes"] = _int(queue, "queue", "max_bytes", 100_000_000, 1_000_000)
     when_full = queue.get("when_full", "drop_oldest")
@@ -175,7 +180,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     values["batch_points"] = _int(queue, "queue", "batch_points", 500, 1)
     values["local_host"] = str(local.get("host", "127.0.0.1"))
     values["local_port"] = _int(local, "local_api", "port", 7090, 0)
-    values["token_ttl_s"] = _int(local, "local_api", "token_ttl_s", 900, 30)
+    values["token_ttl_s"] = _int(local, "local_api", "token_ttl_s", 900, 5)
     interval = health.get("interval_s", 60)
     if not isinstance(interval, (int, float)) or interval < 0:
         raise ConfigError("[health] interval_s must be a number >= 0 (0 turns it off)")

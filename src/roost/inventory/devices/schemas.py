@@ -89,6 +89,19 @@ class DeviceOut(Out):
     updated_at: datetime
 
 
+class DeviceSelfOut(Out):
+    """What a device is told about itself (the agent's edge metadata service serves it)."""
+
+    id: str
+    tenant_id: str
+    name: str
+    site_id: str | None
+    model_id: str | None
+    group_ids: list[str] = Field(description="Static and dynamic groups it is in now")
+    tags: dict[str, str]
+    created_at: datetime
+
+
 class SensorIn(Body):
     id: str = Field(
         min_length=1,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from roost.audit import service as audit
 from roost.core.access import Actor, Role
+from roost.core.device_identity import DeviceIdentity
 from roost.core.ids import generate_id
 from roost.errors import Conflict, InvalidInput, ValidationFailed
 from roost.inventory.devices.components import DeviceComponents
@@ -159,6 +160,13 @@ class DeviceService(DeviceSensors, DeviceComponents, GroupMembership):
         async with self.db.read() as conn:
             row = await self._device_row(conn, actor.tenant_id, device_id)
             return (await self._decorate(conn, actor.tenant_id, [row]))[0]
+
+    async def own(self, identity: DeviceIdentity) -> dict[str, Any]:
+        """The calling device's own record (its identity for the agent's metadata service)."""
+        async with self.db.read() as conn:
+            row = await self._device_row(conn, identity.tenant_id, identity.device_id)
+            out = (await self._decorate(conn, identity.tenant_id, [row]))[0]
+        return {**out, "tenant_id": identity.tenant_id, "group_ids": out["groups"]}
 
     async def condition(
         self, conn: AsyncConnection, tenant_id: str, query: DeviceQuery
