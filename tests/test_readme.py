@@ -3,10 +3,10 @@
 
 Every ```sh block runs, in order, in one bash session; only blocks that cannot run in a test carry
 ``<!-- readme-test: skip (reason) -->`` on the line before them. The test changes only addresses
-(the server's free ports for 8000, 1884 and 8883, the venv's ``roost``) and shortens what would
-only make the run slow (the simulator's duration, a 30 s long poll). Each curl fails on a 4xx/5xx
-(``--fail-with-body``), each subscriber on silence (``-W``), and the first failing command stops
-the run and is named.
+(the server's free ports for 8000, 1884 and 8883, the venv's ``roost`` and ``roost-agent``) and
+shortens what would only make the run slow (the simulator's duration, a 30 s long poll). Each curl
+fails on a 4xx/5xx (``--fail-with-body``), each subscriber on silence (``-W``), and the first
+failing command stops the run and is named.
 """
 
 from __future__ import annotations
@@ -61,11 +61,13 @@ def shell_blocks(text: str) -> tuple[list[str], list[str]]:
 
 def adapt(script: str, server: RoostServer, mqtts_port: int, roost: str) -> str:
     """The tour with this test's addresses; every substitution must find its text."""
+    roost_agent = Path(sys.executable).parent / "roost-agent"
     substitutions = [
         ("localhost:8000", f"127.0.0.1:{server.port}"),
         ("mqtt://127.0.0.1:1884", f"mqtt://127.0.0.1:{server.mqtt_port}"),
         ("-p 1884 ", f"-p {server.mqtt_port} "),
         ("-p 8883 ", f"-p {mqtts_port} "),
+        (".venv/bin/roost-agent ", f"{roost_agent} "),
         (".venv/bin/roost ", f"{roost} "),
         # Shorter, not different: the simulator for 2 s with 5 devices, a 1 s long poll.
         ("--devices 100 --rate 500", "--devices 5 --rate 50"),

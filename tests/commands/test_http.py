@@ -373,6 +373,58 @@ def test_cron_schedules_in_a_time_zone_are_listed_changed_and_deleted(tenant: Te
     assert sorted(actions) == ["create", "delete", "update", "update"]
 
 
+def test_a_device_mirrors_its_schedules_and_a_fired_command_names_its_fire(
+    tenant: Tenant,
+) -> None:
+    device_id, device = make_device(tenant)
+    other_id, other = make_device(tenant)
+    base = f"/api/v1/devices/{device_id}/command-schedules"
+    at = datetime.now(UTC) + timedelta(seconds=3)
+    once = tenant.operator.post(base, json={"name": "alarm_on", "schedule_at": iso(at)}).json()
+    cron = {"cron": "0 18 * * 1-5", "timezone": "Europe/Berlin", "offset_s": -10800}
+    light = tenant.operator.post(base, json={"name": "light", "params": {"on": 1}, **cron}).json()
+    snoozy = tenant.operator.post(base, json={"name": "snoozy", **cron}).json()
+    resp = tenant.operator.post(
+        f"/api/v1/command-schedules/{snoozy['id']}/snooze", json={"seconds": 60}
+    )
+    assert resp.status_code == 200, resp.text
+    paused = tenant.operator.post(base, json={"name": "off", "enabled": False, **cron}).json()
+    tenant.operator.post(
+        f"/api/v1/devices/{other_id}/command-schedules",
+        json={"name": "theirs", "schedule_at": iso(at)},
+    )
+
+    resp = device.get("/api/v1/device/command-schedules")
+    assert resp.status_code == 200, resp.text
+    mirrored = {item["id"]: item for item in resp.json()["items"]}
+    # Its own enabled schedules only (soonest first), with what firing them offline needs.
+    assert list(mirrored) == [once["id"], light["id"], snoozy["id"]]
+    assert paused["id"] not in mirrored
+    assert ts(mirrored[once["id"]]["next_fire_at"]) == at
+    assert mirrored[once["id"]]["cron"] is None and ts(mirrored[once["id"]]["schedule_at"]) == at
+    assert {k: mirrored[light["id"]][k] for k in ("name", "params", *cron)} == {
+        "name": "light", "params": {"on": 1}, **cron,
+    }  # fmt: skip
+    assert ts(mirrored[light["id"]]["next_fire_at"]) == ts(light["next_fire_at"])
+    assert [mirrored[i]["snoozed"] for i in mirrored] == [False, False, True]
+    assert ts(mirrored[snoozy["id"]]["next_fire_at"]) == ts(snoozy["next_fire_at"]) + timedelta(
+        seconds=60
+    )
+    assert [i["name"] for i in other.get("/api/v1/device/command-schedules").json()["items"]] == [
+        "theirs"
+    ]
+
+    # The fired command tells the device which fire it is: the schedule and its due time.
+    items = eventually(lambda: poll(device, wait=10))
+    assert [(c["name"], c["schedule_id"]) for c in items] == [("alarm_on", once["id"])]
+    assert ts(items[0]["fire_at"]) == at
+    fired = command(tenant.viewer, device_id, items[0]["id"])
+    assert fired["schedule_id"] == once["id"] and ts(fired["schedule_at"]) == at
+    # A one-off that fired is no longer mirrored.
+    left = device.get("/api/v1/device/command-schedules").json()["items"]
+    assert [i["id"] for i in left] == [light["id"], snoozy["id"]]
+
+
 # -- refusals -----------------------------------------------------------------------------------
 
 

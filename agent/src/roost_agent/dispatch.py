@@ -168,11 +168,21 @@ class Dispatcher:
         if not isinstance(name, str):
             self.agent.submit(self._answer, command_id, "FAILED", "the command has no name")
             return
-        self.agent.submit(self._take_command, command_id, name, params)
+        self.agent.submit(self._take_command, command_id, name, params, body)
 
-    def _take_command(self, command_id: str, name: str, params: Any) -> None:
+    def _take_command(
+        self, command_id: str, name: str, params: Any, body: dict[str, Any] | None = None
+    ) -> None:
         # Claimed on a worker: the journal's fsync must not hold paho's network thread.
         if self.commands.claim(command_id, {"name": name, "state": "running"}):
+            # A schedule's fire that the agent ran itself while offline: answer with that run.
+            schedules = getattr(self.agent, "schedules", None)
+            ran = schedules.answer_for(body) if schedules is not None and body else None
+            if ran is not None:
+                self._answer(
+                    command_id, ran["status"], ran.get("result"), ran.get("status_details")
+                )
+                return
             self._run_command(command_id, name, params)
         else:
             self._duplicate(command_id)
@@ -199,8 +209,12 @@ class Dispatcher:
             log.info("command %s (%s) succeeded", command_id, name)
         self._answer(command_id, status, result)
 
-    def _answer(self, command_id: str, status: str, result: Any) -> None:
+    def _answer(
+        self, command_id: str, status: str, result: Any, details: dict[str, Any] | None = None
+    ) -> None:
         answer = {"status": status, "result": result}
+        if details:
+            answer["status_details"] = details
         sent = (self.commands.get(command_id) or {}).get("sent", 0) + 1
         record = {"state": "done", "answer": answer, "acked": False, "sent": sent}
         self.commands.put(command_id, record)

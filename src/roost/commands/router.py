@@ -86,6 +86,12 @@ class DeviceCommand(s.Out):
     id: str
     name: str
     params: dict[str, Any]
+    schedule_id: str | None = Field(
+        None, description="The schedule that fired it (absent for other commands)"
+    )
+    fire_at: datetime | None = Field(
+        None, description="The fire it is: when the schedule was due (absent for others)"
+    )
 
 
 class DeviceCommands(s.Out):
@@ -169,6 +175,28 @@ class ScheduleOut(s.Out):
     created_by: str
     created_at: datetime
     updated_at: datetime
+
+
+class DeviceSchedule(s.Out):
+    """One of the device's schedules, as its agent mirrors it to keep firing it offline."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    timeout_s: int | None
+    cron: str | None
+    timezone: str
+    offset_s: int
+    schedule_at: datetime | None
+    next_fire_at: datetime = Field(description="The next fire (a snooze moved it when snoozed)")
+    snoozed: bool
+    updated_at: datetime
+
+
+class DeviceSchedules(s.Out):
+    """The device's schedules that will fire, soonest first."""
+
+    items: list[DeviceSchedule]
 
 
 class SnoozeIn(s.Body):
@@ -403,6 +431,8 @@ async def snooze_command_schedule(
 @router.get(
     "/device/commands",
     response_model=DeviceCommands,
+    # schedule_id and fire_at only on a schedule's commands, as on MQTT.
+    response_model_exclude_unset=True,
     operation_id="device_poll_commands",
     summary="Device: take pending commands (?wait=N long-polls up to N s when there are none)",
     responses=DEVICE_ERRORS,
@@ -411,6 +441,17 @@ async def device_poll_commands(
     roost: RoostDep, device: DeviceDep, wait: WaitQuery = 0
 ) -> dict[str, Any]:
     return {"items": await roost.commands.poll(device, wait)}
+
+
+@router.get(
+    "/device/command-schedules",
+    response_model=DeviceSchedules,
+    operation_id="device_list_command_schedules",
+    summary="Device: its enabled command schedules, to mirror and fire while offline",
+    responses=DEVICE_ERRORS,
+)
+async def device_list_command_schedules(roost: RoostDep, device: DeviceDep) -> dict[str, Any]:
+    return {"items": await roost.commands.schedules.for_device(device)}
 
 
 @router.post(

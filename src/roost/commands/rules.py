@@ -7,7 +7,7 @@ so every door refuses the same things with the same words.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -90,5 +90,20 @@ def parse_response(body: Any) -> tuple[str, Any, dict[str, Any] | None]:
 
 
 def device_message(row: dict[str, Any]) -> dict[str, Any]:
-    """What the device receives: on MQTT and from the HTTP long-poll alike."""
-    return {"id": row["id"], "name": row["name"], "params": row["params"]}
+    """What the device receives: on MQTT and from the HTTP long-poll alike.
+
+    A schedule's command also names the schedule and the fire it is (``schedule_id``,
+    ``fire_at``: the schedule's due time, kept in the command's ``schedule_at``), so an agent
+    that ran that fire itself while offline answers with what it did instead of running it again.
+    """
+    message = {"id": row["id"], "name": row["name"], "params": row["params"]}
+    if row.get("schedule_id") is not None and row.get("schedule_at") is not None:
+        message["schedule_id"] = row["schedule_id"]
+        message["fire_at"] = rfc3339(row["schedule_at"])
+    return message
+
+
+def rfc3339(at: datetime) -> str:
+    """``at`` as RFC 3339 in UTC with a ``Z`` (what the HTTP API writes)."""
+    text = at.astimezone(UTC).isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text

@@ -4,7 +4,14 @@
 ``timezone: "Europe/Berlin"``, ``offset_s: -10800``. Each fire queues a command linked to the
 schedule (``schedule_id``) and stores the next fire time in the row (``next_fire_at``), which a
 scheduler pass reads, so schedules survive restarts; a fire missed while the server was down
-happens once when it is back. The maths is :mod:`roost.commands.cron`.
+happens once when it is back (its command carries the time it was due). The maths is
+:mod:`roost.commands.cron`.
+
+Devices mirror their own schedules (``GET /api/v1/device/command-schedules``,
+:meth:`CommandScheduleService.for_device`) so that an agent keeps firing them while it is
+offline. A fired command's ``schedule_at`` is the fire's due time, which the device receives as
+``fire_at`` beside ``schedule_id``: the agent matches the command with the run it made offline
+and answers with that run's result instead of running the fire twice.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from roost.commands.rules import CommandRequest, check_name, check_params, check
 from roost.commands.tables import command_schedules as schedules
 from roost.core.access import Actor, Role
 from roost.core.context import ServiceDeps
+from roost.core.device_identity import DeviceIdentity
 from roost.core.ids import generate_id
 from roost.core.scheduler import earliest
 from roost.errors import InvalidInput, NotFound
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 TIMER = "commands.schedules"
 #: Schedules fired per pass transaction; a full batch runs the pass again at once.
 BATCH = 100
+#: Schedules a device mirrors at most (soonest first): far more than one device needs.
+MAX_MIRRORED = 500
 SORTS = ("created_at", "updated_at", "next_fire_at", "name", "id")
 #: What a schedule's fields may be changed to with PATCH.
 FIELDS = (
@@ -77,6 +87,34 @@ def schedule_out(row: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def device_schedule_out(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a device's agent mirrors of one of its schedules (enough to fire it offline)."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "params": row["params"],
+        "timeout_s": row["timeout_s"],
+        "cron": row["cron"],
+        "timezone": row["timezone"],
+        "offset_s": row["offset_s"],
+        "schedule_at": row["schedule_at"],
+        "next_fire_at": row["next_fire_at"],
+        "snoozed": is_snoozed(row),
+        "updated_at": row["updated_at"],
+    }
+
+
+def is_snoozed(row: Mapping[str, Any]) -> bool:
+    """Whether the next fire was moved off the schedule's own rhythm (by a snooze)."""
+    at: datetime | None = row["next_fire_at"]
+    if at is None:
+        return False
+    if row["cron"] is None:
+        return bool(at != row["schedule_at"])
+    tz = parse_timezone(row["timezone"])
+    return next_fire(row["cron"], tz, row["offset_s"], at - timedelta(seconds=1)) != at
 
 
 def _select() -> sa.Select[Any]:
@@ -168,6 +206,23 @@ class CommandScheduleService:
                 conn, stmt, order_by(schedules, page.sort, SORTS, "created_at"), page
             )
         return Page([schedule_out(r) for r in rows], total, page.limit, page.offset)
+
+    async def for_device(self, identity: DeviceIdentity) -> list[dict[str, Any]]:
+        """The calling device's schedules that will fire (enabled, with a next fire), soonest
+        first: what its agent mirrors to keep firing them offline."""
+        stmt = (
+            _select()
+            .where(
+                schedules.c.device_pk == identity.device_pk,
+                schedules.c.enabled.is_(True),
+                schedules.c.next_fire_at.is_not(None),
+            )
+            .order_by(schedules.c.next_fire_at, schedules.c.id)
+            .limit(MAX_MIRRORED)
+        )
+        async with self.db.read() as conn:
+            rows = as_dicts(await conn.execute(stmt))
+        return [device_schedule_out(r) for r in rows]
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -344,6 +399,10 @@ class CommandScheduleService:
                     params=row["params"],
                     timeout_s=timeout,
                     expires_at=None if expires is None else now + timedelta(seconds=expires),
+                    # The fire this command is (due now, so it goes out at once): the device
+                    # gets it as ``fire_at`` and an agent that ran this fire offline, while
+                    # the server or its link was down, answers with that run.
+                    schedule_at=due,
                 ),
                 now,
                 created_by=f"schedule {row['id']}",
