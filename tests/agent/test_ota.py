@@ -11,9 +11,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,47 +37,6 @@ from tests.support import (
 # Timer passes every 0.2 s: deployment phases start and are judged at once.
 ENV = {"ROOST_TIMER_CHECK_S": "0.2"}
 TIMEOUT = 30
-
-# The agent with the OTA handler registered (register_ota is idempotent: once agent.py calls it
-# itself, this stays right).
-RUNNER = """
-import logging, sys
-from pathlib import Path
-from roost_agent.agent import Agent
-from roost_agent.cli import LOG_FORMAT
-from roost_agent.config import load_config
-from roost_agent.ota import register_ota
-logging.basicConfig(level="INFO", format=LOG_FORMAT, stream=sys.stderr)
-agent = Agent(load_config(Path(sys.argv[1])))
-register_ota(agent)
-agent.run()
-"""
-
-
-class OtaAgent(AgentProcess):
-    """A real agent process with the OTA handler (see RUNNER)."""
-
-    def start(self, timeout: float = 20) -> OtaAgent:
-        import httpx
-
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the agent exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop(signal.SIGKILL)
-        raise RuntimeError(f"the agent did not come up:\n{self.log()}")
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +66,8 @@ def device(admin: Api) -> Device:
 
 
 @pytest.fixture
-def agents() -> Iterator[list[OtaAgent]]:
-    started: list[OtaAgent] = []
+def agents() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
     yield started
     for agent in started:
         agent.stop(signal.SIGKILL)
@@ -162,7 +118,7 @@ def action(admin: Api, deployment_id: str) -> dict[str, Any]:
     return items[0]
 
 
-def wait_step(admin: Api, deployment_id: str, *steps: str, agent: OtaAgent) -> dict[str, Any]:
+def wait_step(admin: Api, deployment_id: str, *steps: str, agent: AgentProcess) -> dict[str, Any]:
     """The device's action once its step is one of ``steps`` (the agent's log on failure)."""
     try:
         found: dict[str, Any] = eventually(
@@ -177,9 +133,9 @@ def start_agent(
     tmp: Path,
     server: RoostServer,
     device: Device,
-    agents: list[OtaAgent],
+    agents: list[AgentProcess],
     sections: dict[str, dict[str, Any]],
-) -> OtaAgent:
+) -> AgentProcess:
     port = free_port()
     config = write_config(
         tmp / f"{device.id}.toml",
@@ -189,7 +145,7 @@ def start_agent(
         local_port=port,
         sections={"hooks": {"dir": str(tmp / "hooks")}, **sections},
     )
-    agent = OtaAgent(config, port)
+    agent = AgentProcess(config, port)
     agents.append(agent)
     return agent.start()
 
@@ -202,7 +158,7 @@ def data_dir(tmp: Path, device: Device) -> Path:
 
 
 def test_a_file_artifact_is_installed_and_reported(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     target = tmp_path / "etc" / "menu.json"
     target.parent.mkdir()
@@ -243,7 +199,7 @@ def test_a_file_artifact_is_installed_and_reported(
 
 
 def test_a_failing_install_rolls_back(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     hooks = tmp_path / "hooks"
     log = tmp_path / "hook.log"
@@ -286,7 +242,7 @@ def test_an_update_survives_the_reboot_and_is_checked_after_it(
     server: RoostServer,
     admin: Api,
     device: Device,
-    agents: list[OtaAgent],
+    agents: list[AgentProcess],
     healthy: bool,
 ) -> None:
     app = tmp_path / "app.bin"
@@ -326,7 +282,7 @@ def test_an_update_survives_the_reboot_and_is_checked_after_it(
 
 
 def test_an_install_interrupted_by_a_dead_agent_rolls_back_at_its_start(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     hooks = tmp_path / "hooks"
     pid_file = tmp_path / "install.pid"
@@ -364,7 +320,7 @@ def _blob_of(server: RoostServer, artifact_id: str) -> Path:
 
 
 def test_a_tampered_artifact_is_refused_and_never_installed(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     ran = tmp_path / "installed"
     hook(tmp_path / "hooks", "install-file", f"touch {ran}\n")
@@ -386,7 +342,7 @@ def test_a_tampered_artifact_is_refused_and_never_installed(
 
 
 def test_an_artifact_signed_with_an_untrusted_key_is_refused(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     ran = tmp_path / "installed"
     hook(tmp_path / "hooks", "install-file", f"touch {ran}\n")
@@ -412,7 +368,7 @@ def test_an_artifact_signed_with_an_untrusted_key_is_refused(
 
 
 def test_an_operator_signature_verifies_only_with_a_configured_key(
-    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[OtaAgent]
+    tmp_path: Path, server: RoostServer, admin: Api, device: Device, agents: list[AgentProcess]
 ) -> None:
     target = tmp_path / "menu.json"
     operator = Ed25519PrivateKey.generate()
@@ -475,7 +431,7 @@ def test_a_download_cut_by_a_stopped_agent_resumes_with_range(
     server: RoostServer,
     admin: Api,
     device: Device,
-    agents: list[OtaAgent],
+    agents: list[AgentProcess],
     sig: signal.Signals,
 ) -> None:
     # Larger than what socket buffers hold, so the server cannot have sent it all.
