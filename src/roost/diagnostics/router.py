@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from starlette.requests import ClientDisconnect
 
 from roost.core.ids import SLUG_PATTERN
 from roost.credentials.dependencies import DeviceDep
 from roost.diagnostics.schemas import DiagnosticOut
 from roost.diagnostics.service import MAX_BYTES, MAX_NOTE_CHARS, SORTS, DiagnosticsService
-from roost.errors import InvalidInput
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.http.params import sortable
+from roost.http.uploads import body_chunks, content_length
 from roost.store.queries import Page
 
 
@@ -42,22 +40,6 @@ _UPLOAD_BODY: dict[str, Any] = {
         for media in ("application/gzip", "application/octet-stream")
     },
 }
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            if chunk:
-                yield chunk
-    except ClientDisconnect as exc:
-        raise InvalidInput(
-            "the upload was cut short (the client went away): nothing stored"
-        ) from exc
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 @router.post(
@@ -90,11 +72,11 @@ async def device_upload_diagnostics(
 ) -> dict[str, Any]:
     return await roost.diagnostics.upload(
         device,
-        _body(request),
+        body_chunks(request),
         content_type=request.headers.get("content-type"),
         note=note,
         command_id=command_id,
-        expected_size=_content_length(request),
+        expected_size=content_length(request),
     )
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from starlette.requests import ClientDisconnect
 
 from roost.core.ids import SLUG_PATTERN
 from roost.credentials.dependencies import DeviceDep
-from roost.errors import InvalidInput
 from roost.http import schemas as s
 from roost.http.deps import ActorDep, PageDep, get_roost
 from roost.http.params import sortable
+from roost.http.uploads import body_chunks, content_length
 from roost.ota.artifacts.schemas import (
     ArtifactOut,
     ArtifactPatch,
@@ -58,21 +56,6 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": s.Problem},
     416: {"model": s.Problem, "description": "The range lies outside the file"},
 }
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect as exc:
-        raise InvalidInput(
-            "the upload was cut short (the client went away): nothing stored"
-        ) from exc
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 @router.post(
@@ -147,9 +130,9 @@ async def upload_artifact(
     return await roost.artifacts.create(
         actor,
         meta,
-        _body(request),
+        body_chunks(request),
         expected_sha256=sha256,
-        expected_size=_content_length(request),
+        expected_size=content_length(request),
     )
 
 
