@@ -11,7 +11,9 @@ import tarfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ota.artifacts.conftest import (
     MAX_BYTES,
@@ -117,8 +119,25 @@ def test_an_announced_size_over_the_limit_is_refused_at_once(world: World) -> No
     assert answer.startswith("HTTP/1.1 413"), answer
 
 
+def cut_uploads(world: World) -> float:
+    """How many artifact uploads the server has answered 422 (a cut upload is one of them)."""
+    text = httpx.get(f"{world.server.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "roost_http_requests_total"
+                and labels.get("method") == "POST"
+                and labels.get("route") in ("/artifacts", f"{V1}/artifacts")
+                and labels.get("status") == "422"
+            ):
+                return sample.value
+    return 0.0
+
+
 def test_a_truncated_upload_stores_nothing(world: World) -> None:
     before = blob_files(world.server)
+    answered = cut_uploads(world)
     artifact_id = unique("cut")
     host, port = "127.0.0.1", world.server.port
     token = world.org.operator.headers["authorization"]
@@ -132,12 +151,15 @@ def test_a_truncated_upload_stores_nothing(world: World) -> None:
             ).encode()
         )
         sock.sendall(b"y" * (3 * 1024 * 1024))  # then the client goes away
-    assert_problem(world.org.operator.get(f"{V1}/artifacts/{artifact_id}"), 404)
-    # The server has noticed and removed the temporary file.
-    deadline = time.monotonic() + 10
-    while blob_files(world.server) != before and time.monotonic() < deadline:
+    # The server notices the cut and answers it (to nobody) once the temporary file is gone.
+    # (Polling the blob directory alone raced: it could look unchanged before the server had
+    # even created the temporary file.)
+    deadline = time.monotonic() + 30
+    while cut_uploads(world) == answered and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert cut_uploads(world) == answered + 1
     assert blob_files(world.server) == before
+    assert_problem(world.org.operator.get(f"{V1}/artifacts/{artifact_id}"), 404)
 
 
 def test_ranges_validators_and_head(world: World) -> None:
