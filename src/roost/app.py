@@ -9,7 +9,7 @@ from types import ModuleType
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 
 from roost import __version__
 from roost.alarms import console as alarm_pages
@@ -199,8 +199,16 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
     problems.install(app)
     docs.install(app, title="Roost")
     openapi.install(app)
+    # The route templates the metrics name (FastAPI may hand the router's own route, without
+    # the prefix it was included under, to the middleware).
+    templates: dict[int, str] = {}
     for router, prefix in mounted_routers():
         app.include_router(router, prefix=prefix)
+        templates.update(
+            (id(route), prefix + route.path)
+            for route in router.routes
+            if isinstance(route, Route | WebSocketRoute)
+        )
     # The operator console at / (after the API, whose paths it never shadows).
     console.install(app, console_rooms())
     # MQTT over WebSocket (subprotocol "mqtt"): the device gateway's second door.
@@ -215,7 +223,7 @@ def create_app(roost: Roost, *, manage_lifecycle: bool = True) -> FastAPI:
             allow_headers=["*"],
             max_age=600,
         )
-    app.add_middleware(Metrics, access_log=roost.settings.access_log)
+    app.add_middleware(Metrics, access_log=roost.settings.access_log, templates=templates)
     app.add_middleware(
         BodyLimit,
         max_bytes=roost.settings.max_body_bytes,

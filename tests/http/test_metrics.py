@@ -217,6 +217,27 @@ def test_metrics_count_what_the_doors_did(server: RoostServer, admin: Api) -> No
     assert value(later, "roost_http_requests_total", method="GET", route="/metrics", status="200")
 
 
+def test_http_requests_are_named_by_their_whole_route_template(admin: Api) -> None:
+    """An API route is counted under its template with the /api/v1 prefix (the console's
+    /devices page and the API's /api/v1/devices are different routes), never under the URL."""
+    device_id = unique("tmpl")
+    assert admin.get(f"/api/v1/devices/{device_id}").status_code == 404
+    assert admin.get("/api/v1/devices").status_code == 200
+    samples = scrape(admin)
+    routes = {
+        dict(labels)["route"] for (name, labels) in samples if name == "roost_http_requests_total"
+    }
+    assert {"/api/v1/devices", "/api/v1/devices/{device_id}"} <= routes
+    assert not any(device_id in route for route in routes)
+    assert value(
+        samples,
+        "roost_http_requests_total",
+        method="GET",
+        route="/api/v1/devices/{device_id}",
+        status="404",
+    )
+
+
 def test_every_documented_metric_is_exported(admin: Api) -> None:
     """docs/operations.md lists each metric; each is a family of ``/metrics`` (with or without
     samples yet), and nothing named ``roost_*`` is left undocumented."""

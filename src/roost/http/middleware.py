@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -99,9 +100,13 @@ class Metrics:
     log each request when the access log is on (the path without its query, which may hold a
     token)."""
 
-    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, access_log: bool = False, templates: Mapping[int, str] | None = None
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        # Whole templates by route object, for routes included under a prefix.
+        self.templates = templates or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,7 +125,7 @@ class Metrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self.templates.get(id(route)) or getattr(route, "path", None) or "unmatched"
             method = scope["method"]
             elapsed = time.perf_counter() - start
             REQUESTS.labels(method, template, str(status)).inc()

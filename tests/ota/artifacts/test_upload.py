@@ -128,7 +128,7 @@ def cut_uploads(world: World) -> float:
             if (
                 sample.name == "roost_http_requests_total"
                 and labels.get("method") == "POST"
-                and labels.get("route") in ("/artifacts", f"{V1}/artifacts")
+                and labels.get("route") == f"{V1}/artifacts"
                 and labels.get("status") == "422"
             ):
                 return sample.value
