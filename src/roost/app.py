@@ -12,6 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 
 from roost import __version__
+from roost.agents import console as agent_pages
+from roost.agents import router as agents
 from roost.alarms import console as alarm_pages
 from roost.alarms import router as alarms
 from roost.alarms.notify import console as notification_pages
@@ -22,12 +24,13 @@ from roost.alarms.rules import router as rules
 from roost.audit import console as audit_pages
 from roost.audit import router as audit
 from roost.commands import console as command_pages
+from roost.commands import rotation as rotation_requests
 from roost.commands import router as commands
 from roost.console import overview as console_overview
 from roost.console import router as console
 from roost.credentials import console as credential_pages
 from roost.credentials import dependencies as device_doors
-from roost.credentials import whoami
+from roost.credentials import rotation, whoami
 from roost.credentials.certificates import router as certificates
 from roost.credentials.keys import router as keys
 from roost.credentials.tokens import router as credentials
@@ -89,12 +92,14 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (devices.router, API_PREFIX),
         (devices.groups_router, API_PREFIX),
         (whoami.router, API_PREFIX),
+        (rotation.router, API_PREFIX),
         (audit.router, API_PREFIX),
         (ingest.router, API_PREFIX),
         (telemetry.router, API_PREFIX),
         (presence.router, API_PREFIX),
         (state.router, API_PREFIX),
         (commands.router, API_PREFIX),
+        (rotation_requests.router, API_PREFIX),
         (jobs.router, API_PREFIX),
         (certificates.router, API_PREFIX),
         (keys.router, API_PREFIX),
@@ -108,6 +113,7 @@ def mounted_routers() -> list[tuple[APIRouter, str]]:
         (deployments.router, API_PREFIX),
         (apt.router, API_PREFIX),
         (diagnostics.router, API_PREFIX),
+        (agents.router, API_PREFIX),
         (ddi.router, ""),  # hawkBit's own paths: /{tenant}/controller/v1/{controllerId}
     ]
 
@@ -134,6 +140,7 @@ def console_rooms() -> list[ModuleType]:
         notification_pages,
         ota_pages,
         diagnostics_pages,
+        agent_pages,
     ]
 
 
@@ -169,7 +176,10 @@ def offered_services(roost: Roost) -> tuple[object, ...]:
         artifacts.Services,
         diagnostics.Services,
         whoami.Services,
-    ] = (roost,) * 25
+        rotation.Services,
+        rotation_requests.Services,
+        agents.Services,
+    ] = (roost,) * 28
     return typed
 
 

@@ -38,6 +38,7 @@ import roost.state.tables
 import roost.telemetry.consumers.tables
 import roost.telemetry.engine.tables
 import roost.telemetry.streams.tables  # noqa: F401
+from roost.agents.service import AgentService
 from roost.alarms.notify.service import NotificationService
 from roost.alarms.reference.service import ReferenceService
 from roost.alarms.rules.actions import RuleActions
@@ -166,6 +167,7 @@ class Roost:
     deployments: DeploymentService
     apt: AptService
     diagnostics: DiagnosticsService
+    agents: AgentService
     clock: Callable[[], datetime] = utcnow
     generated_admin_password: str | None = field(default=None)
     # The MQTT device gateway (TCP and WebSocket doors share it), made on first use.
@@ -295,6 +297,7 @@ class Roost:
             deployments=DeploymentService(deps, jobs=jobs, artifacts=artifacts),
             apt=AptService(deps, artifacts=artifacts),
             diagnostics=diagnostics,
+            agents=AgentService(deps),
         )
 
     @property

@@ -105,3 +105,36 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def write_join_config(
+    path: Path,
+    server: RoostServer,
+    name: str,
+    join: dict[str, Any],
+    *,
+    local_port: int | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """An agent config that has no device credentials yet: it joins with ``[join]``.
+
+    ``name`` names the data directory (``agent-{name}`` beside ``path``)."""
+    assert server.mqtt_port, "the agent needs the server's MQTT listener (mqtt_port=free_port())"
+    doc: dict[str, dict[str, Any]] = {
+        "device": {"api_url": server.url},
+        "join": join,
+        "mqtt": {"host": "127.0.0.1", "port": server.mqtt_port, "tls": False},
+        "agent": {"data_dir": str(path.parent / f"agent-{name}")},
+        "local_api": {"port": local_port if local_port is not None else free_port()},
+        "health": {"interval_s": 0},
+    }
+    for section, values in (sections or {}).items():
+        doc.setdefault(section, {}).update(values)
+    lines: list[str] = []
+    for section, values in doc.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path

@@ -199,3 +199,20 @@ def test_a_viewer_sees_credentials_but_no_write_actions(console: Console, consol
     expect(page.get_by_role("button", name="Revoke")).to_have_count(0)
     expect(page.get_by_role("button", name="Issue token")).to_have_count(0)
     assert console.foreign_requests() == []
+
+
+def test_asking_the_device_to_rotate_queues_its_command(console: Console, console_api: Api) -> None:
+    """The button sends roost.rotate_credentials (the agent's built-in command; the agent tests
+    run it) and opens the device's commands, where it waits for the device."""
+    device_id = new_device(console_api)
+    assert console_api.post(f"{V1}/devices/{device_id}/certificates", json={}).is_success
+    open_tab(console, device_id)
+    page = console.page
+    page.get_by_role("button", name="Ask the device to rotate its credentials").click()
+    page.wait_for_url(f"**/devices/{device_id}/commands")
+    expect(page.locator("main")).to_contain_text("roost.rotate_credentials")
+    commands = console_api.get(f"{V1}/devices/{device_id}/commands").json()["items"]
+    assert [(c["name"], c["params"]) for c in commands] == [
+        ("roost.rotate_credentials", {"certificate": True})
+    ]
+    assert console.foreign_requests() == []

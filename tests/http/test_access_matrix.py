@@ -103,6 +103,7 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"GET /api/v1/devices/\{device_id\}/(state|states|presence)(/.*)?", "viewer"),
     (r"\w+ /api/v1/devices/\{device_id\}/(state|states)(/.*)?", "operator"),
     (r"GET /api/v1/fleet/summary", "viewer"),
+    (r"GET /api/v1/agents", "viewer"),  # the devices whose roost-agent reports (issue 15)
     (r"GET /api/v1/audit", "operator"),
     # Consumers: viewers read, operators change.
     (r"GET /api/v1/consumers(/.*)?", "viewer"),
@@ -141,6 +142,10 @@ POLICY: list[tuple[str, str] | tuple[str, str, int]] = [
     (r"POST /api/v1/device/diagnostics", "device"),
     (r"GET /api/v1/devices/\{device_id\}/diagnostics(/.*)?", "viewer"),
     (r"DELETE /api/v1/devices/\{device_id\}/diagnostics/\{diag_id\}", "operator"),
+    # Credential rotation (issue 15): operators ask a device to rotate; the device rotates and
+    # retires its own credentials (another device's ids: 404, checked in tests/credentials).
+    (r"POST /api/v1/devices/\{device_id\}/credentials/rotate-request", "operator"),
+    (r"POST /api/v1/device/credentials/(rotate|retire)", "device"),
     # The devices themselves (inventory).
     (r"GET /api/v1/devices(/.*)?", "viewer"),
     (r"\w+ /api/v1/devices(/.*)?", "operator"),

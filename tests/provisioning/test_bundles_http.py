@@ -77,6 +77,13 @@ def test_a_bundle_creates_its_devices_where_asked_and_is_a_download(
     assert sorted(d["id"] for d in members) == sorted(ids)
     # The CA is the one the API serves; the endpoints default to the address asked.
     assert document["ca_certificate"] == tenant.viewer.get(f"{V1}/ca").json()["certificate"]
+    # The OTA signing key too, so that an agent pins it from the stick.
+    signing_key = tenant.viewer.get(f"{V1}/ota/signing-key").json()
+    assert document["ota_signing_key"] == {
+        "id": signing_key["key_id"],
+        "algorithm": signing_key["algorithm"],
+        "public_key": signing_key["public_key"],
+    }
     assert document["api_url"] == server.url
     assert document["mqtt"]["host"] == httpx.URL(server.url).host
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from roost_agent import __version__
 from roost_agent.config import Config
+from roost_agent.credentials import Rotation, register_rotation
 from roost_agent.diagnostics import register_diagnostics
 from roost_agent.dispatch import Dispatcher
 from roost_agent.forwarder import Forwarder
@@ -71,6 +72,7 @@ class Agent:
         self.health = Health(self)
         register_diagnostics(self)
         register_ota(self)  # sets self.ota
+        self.rotation: Rotation = register_rotation(self)  # roost.rotate_credentials
         self.schedules: Schedules | None = None  # made by start(): its thread starts at once
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()

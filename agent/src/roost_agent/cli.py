@@ -1,9 +1,11 @@
 """``roost-agent``: run the device agent, or check its configuration file.
 
-``roost-agent run --config FILE`` runs until SIGTERM or SIGINT (systemd's stop, Ctrl-C);
+``roost-agent run --config FILE`` runs until SIGTERM or SIGINT (systemd's stop, Ctrl-C); a device
+without credentials joins first (``[join]``, see :mod:`roost_agent.joining`).
 ``roost-agent check --config FILE`` reads the file (and the offline bundle it names) and prints
-what the agent would use, secrets masked, or the error that would stop it. Exit status: 0 fine,
-2 a configuration error, 1 anything else that stopped the agent.
+what the agent would use, secrets masked, and whether it would join or has credentials; or the
+error that would stop it. Exit status: 0 fine, 2 a configuration error or a refused join, 1
+anything else that stopped the agent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ logger = logging.getLogger("roost_agent")
 
 DEFAULT_CONFIG = "/etc/roost-agent/agent.toml"
 SECRET_FIELDS = frozenset({"token", "key"})
+#: Keys of extra sections shown masked ([join] group_key, attestation_hash …).
+SECRET_WORDS = ("token", "key", "secret", "password", "hash")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EPILOG = """\
 examples:
@@ -35,6 +39,13 @@ A minimal configuration names the offline bundle `roost provision bundle` wrote:
   bundle = "/boot/roost/till-07.json"
   [agent]
   data_dir = "/var/lib/roost-agent"
+
+or lets the device join by itself (an enrollment group, or an attestation hash):
+
+  [join]
+  api_url = "https://roost.example:8443"
+  enrollment_id = "store-displays"
+  group_key = "…"
 
 See agent/README.md for every key.
 """
@@ -51,8 +62,19 @@ def describe(config: Config) -> dict[str, Any]:
             value = f"<PEM, {value.count('BEGIN CERTIFICATE')} certificate(s)>"
         elif isinstance(value, Path):
             value = str(value)
+        elif item.name == "extra":
+            value = _masked(value)
         shown[item.name] = value
     return shown
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) else _masked(v)
+            for k, v in value.items()
+        }
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,9 +128,27 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"roost-agent: configuration error: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(describe(config), indent=2, sort_keys=True))
+        from roost_agent.joining import plan
+
+        print(
+            json.dumps({**describe(config), "credentials": plan(config)}, indent=2, sort_keys=True)
+        )
         return 0
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    if not config.joined:
+        from roost_agent.joining import JoinRefused, join
+
+        try:
+            config = join(config)
+        except JoinRefused as exc:
+            logger.error("cannot join: %s", exc)
+            return 2
+        except ConfigError as exc:
+            logger.error("configuration error: %s", exc)
+            return 2
+        except KeyboardInterrupt:
+            logger.info("SIGINT: stopped before the device joined")
+            return 1
     from roost_agent.agent import Agent
 
     try:

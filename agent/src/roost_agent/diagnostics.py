@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from roost_agent import health
+from roost_agent.credentials import authorize
 from roost_agent.handlers import HandlerError
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ MAX_NOTE_CHARS = 500
 #: Configuration fields never put into the archive.
 SECRET_FIELDS = frozenset({"token", "key"})
 #: Keys of extra sections whose values are masked (a hook's password in [diagnostics]...).
-SECRET_WORDS = ("token", "key", "secret", "password", "passwd")
+SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "hash")
 
 
 def register_diagnostics(agent: Agent) -> None:
@@ -270,8 +271,7 @@ class Diagnostics:
         request.add_header("Content-Type", "application/gzip")
         request.add_header("Content-Length", str(size))
         request.add_header("Accept", "application/json")
-        if self.config.token:
-            request.add_header("Authorization", f"Bearer {self.config.token}")
+        authorize(request, self.config)  # the current credential (rotation switches it)
         context = _ssl_context(self.config) if url.startswith("https:") else None
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=context) as resp:

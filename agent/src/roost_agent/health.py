@@ -22,12 +22,29 @@ Sensor ids are slugs (the server refuses ``/`` in a sensor id; its path tree is 
 ===========================  ================================================================
 
 A value the system cannot give (no thermal zone, not Linux) is left out, never sent as 0.
+
+The agent also reports its own status as the device's named state ``agent`` (reported section,
+``devices/{id}/state/name/agent/reported``), which the server's Agents page and metrics read::
+
+    {"version": "0.15.0", "python": "3.11.2",
+     "queue": {"points": 12, "bytes": 3400, "dropped": 0, "refused": 0},
+     "forwarded_points": 5120, "connected_since": 1765100000000, "started_at": 1765099990000}
+
+(times in epoch milliseconds; ``refused``: points the server refused). It is sent on every
+connect; then checked every ``[health] interval_s`` and sent when something an operator acts on
+changed (the version, the start, the connection, dropped or refused points, whether a backlog
+waits: see :func:`significant`); and with its exact counters at least every ``[health]
+status_refresh_s`` (10 minutes), also when ``interval_s`` is 0, which only turns the system
+metrics off. Counters alone do not trigger a report: each report is a row of the device's state
+history, and a busy device's counters change at every look.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import platform
 import threading
 import time
 from pathlib import Path
@@ -44,6 +61,16 @@ THERMAL = Path("/sys/class/thermal")
 DECIMALS = 2
 #: A sensor's prefix: every health sensor of a device sorts together in the console.
 PREFIX = "agent_"
+#: The named state the agent reports its status in (the server's agents room reads it).
+STATE_NAME = "agent"
+#: The default of ``[health] status_refresh_s``: an unchanged status is sent again after this
+#: long, so the server's "last report" tells an agent that runs quietly from one that is gone
+#: without filling the state history.
+STATUS_REFRESH_S = 600.0
+#: The shortest sleep of the thread: a burst of wake-ups (reconnects) does not spin it.
+MIN_WAIT_S = 0.05
+#: After a report failed, the next try waits this long (the failure is logged once per try).
+RETRY_S = 5.0
 
 #: (busy, total) jiffies of all CPUs since boot.
 CpuTimes = tuple[int, int]
@@ -156,20 +183,50 @@ def snapshot(data_dir: Path, cpu_pct: float | None = None) -> dict[str, float]:
     return {name: value for name, value in values.items() if value is not None}
 
 
+def significant(status: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What of a status report is worth a report of its own when it changes."""
+    if status is None:
+        return None
+    queue = status.get("queue") or {}
+    return (
+        status.get("version"),
+        status.get("python"),
+        status.get("started_at"),
+        status.get("connected_since"),
+        queue.get("dropped"),
+        queue.get("refused"),
+        bool(queue.get("points")),
+    )
+
+
+def _millis(moment: float | None) -> int | None:
+    return None if moment is None else int(moment * 1000)
+
+
 class Health:
-    """Samples the system every ``config.health_interval_s`` and queues it as telemetry."""
+    """Samples the system every ``config.health_interval_s`` and queues it as telemetry, and
+    reports the agent's status as the named state ``agent`` (module docstring)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.interval_s = float(agent.config.health_interval_s)
+        self.refresh_s = float(agent.config.status_refresh_s)
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._cpu: CpuTimes | None = None
+        self._started_at: float | None = None
+        self._connected_since: float | None = None
+        self._connect_seen = False  # a connect since the last report: send it whatever it holds
+        self._reported: dict[str, Any] | None = None
+        self._reported_at = float("-inf")
+        agent.link.on_connect(self._on_connect)
 
     def start(self) -> None:
-        """Start the sampling thread (nothing when the interval is 0)."""
-        if self.interval_s <= 0 or self._thread is not None:
+        """Start the thread: system samples (unless the interval is 0) and status reports."""
+        if self._thread is not None:
             return
+        self._started_at = time.time()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="roost-health", daemon=True)
         self._thread.start()
@@ -177,6 +234,7 @@ class Health:
     def stop(self) -> None:
         """Stop sampling (returns once the thread has ended)."""
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -196,11 +254,70 @@ class Health:
             "values": {PREFIX + name: round(value, DECIMALS) for name, value in values.items()},
         }
 
+    def status(self) -> dict[str, Any]:
+        """The agent's status as it reports it in the state ``agent`` (from Agent.status())."""
+        current = self.agent.status()
+        queue = current.get("queue") or {}
+        forwarded = current.get("forwarded") or {}
+        connected = current.get("connected")
+        return {
+            "version": current.get("version"),
+            "python": platform.python_version(),
+            "queue": {
+                "points": queue.get("queued_points"),
+                "bytes": queue.get("queued_bytes"),
+                "dropped": queue.get("dropped_points"),
+                "refused": forwarded.get("refused_points"),
+            },
+            "forwarded_points": forwarded.get("sent_points"),
+            "connected_since": _millis(self._connected_since) if connected else None,
+            "started_at": _millis(self._started_at),
+        }
+
+    def report_status(self, *, force: bool = False) -> bool:
+        """Publish the status when connected and it changed (or is due); whether it was sent."""
+        link = self.agent.link
+        if not link.connected.is_set():
+            return False
+        if self._connected_since is None:  # connected before our hook was registered
+            self._connected_since = time.time()
+        status = self.status()
+        due = time.monotonic() - self._reported_at >= self.refresh_s
+        if not force and not due and significant(status) == significant(self._reported):
+            return False
+        link.publish(link.topic(f"state/name/{STATE_NAME}/reported"), json.dumps(status).encode())
+        self._reported, self._reported_at = status, time.monotonic()
+        return True
+
+    def _on_connect(self) -> None:
+        # paho's network thread: note the time and wake the health thread, nothing more.
+        self._connected_since = time.time()
+        self._connect_seen = True
+        self._wake.set()
+
     def _run(self) -> None:
         # The first sample goes out at once (without CPU: that needs two readings).
+        next_sample = time.monotonic()
         while not self._stopping.is_set():
+            self._wake.clear()
+            if self.interval_s > 0 and time.monotonic() >= next_sample:
+                try:
+                    self.agent.enqueue("telemetry", [self.sample()])
+                except Exception as exc:  # a full queue under "refuse", a closing store
+                    log.warning("health sample not queued: %s", exc)
+                next_sample = time.monotonic() + self.interval_s
+            force, self._connect_seen = self._connect_seen, False
+            floor = MIN_WAIT_S
             try:
-                self.agent.enqueue("telemetry", [self.sample()])
-            except Exception as exc:  # a full queue under "refuse", a closing store
-                log.warning("health sample not queued: %s", exc)
-            self._stopping.wait(self.interval_s)
+                self.report_status(force=force)
+            except Exception as exc:  # the link closing under us: try again a little later
+                log.warning("agent status not reported: %s", exc)
+                self._connect_seen, floor = True, RETRY_S
+            now = time.monotonic()
+            if self.agent.link.connected.is_set():
+                wait = self._reported_at + self.refresh_s - now
+            else:
+                wait = self.refresh_s  # the next connect wakes the thread
+            if self.interval_s > 0:
+                wait = min(wait, next_sample - now)
+            self._wake.wait(max(floor, wait))

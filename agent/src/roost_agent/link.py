@@ -17,6 +17,7 @@ import random
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
@@ -92,6 +93,8 @@ class Link:
         self._connect_hooks: list[Callable[[], None]] = []
         self._puback_hooks: list[Callable[[int, int, str], None]] = []
         self._refusal: str | None = None
+        self._switching = False  # use_credentials() asked for a reconnect: no backoff for it
+        self._tls: ssl.SSLContext | None = None
         client_id = f"roost-agent-{config.device_id}"[:256]
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
@@ -99,7 +102,8 @@ class Link:
         if config.token:
             self._client.username_pw_set(config.device_id, config.token)
         if config.tls:
-            self._client.tls_set_context(tls_context(config))
+            self._tls = tls_context(config)
+            self._client.tls_set_context(self._tls)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(0)
         self._client.connect_timeout = CONNECT_TIMEOUT_S
@@ -144,6 +148,28 @@ class Link:
         with self._lock:
             self._puback_hooks.append(fn)
 
+    def use_credentials(
+        self, token: str, client_cert: Path | None = None, client_key: Path | None = None
+    ) -> None:
+        """Connect with new credentials from now on (a rotation): reconnect at once with them.
+
+        ``client_cert``/``client_key`` replace the TLS client certificate (None: keep it)."""
+        with self._lock:
+            if token:
+                self._client.username_pw_set(self.config.device_id, token)
+            if client_cert is not None and self._tls is not None:
+                try:
+                    self._tls.load_cert_chain(str(client_cert), str(client_key or client_cert))
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(
+                        f"the new client certificate cannot be loaded: {exc}"
+                    ) from exc
+            self._switching = True
+        if self.connected.is_set():
+            self.connected.clear()
+            self._client.disconnect()  # the network thread connects again, with them
+        logger.info("MQTT %s: reconnecting with new credentials", self.where)
+
     def start(self) -> None:
         """Connect in the background (and keep reconnecting until :meth:`stop`)."""
         if self._thread is not None:
@@ -173,6 +199,10 @@ class Link:
                 break
             if reason is None:  # a connection that lived: start the backoff again
                 attempt = 0
+            with self._lock:
+                switching, self._switching = self._switching, False
+            if switching and self._refusal is None:
+                continue  # closed to use new credentials: connect again at once
             delay = backoff_delay(attempt, self.config.reconnect_max_s)
             attempt += 1
             # A refusal (certificate, credentials) needs the operator: an error, not a warning.

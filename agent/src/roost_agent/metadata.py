@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from roost_agent.config import Config
+from roost_agent.credentials import authorize
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,7 @@ class Metadata:
         """GET ``/api/v1/{path}`` with the device's credential; raises OSError or ValueError."""
         url = self.config.api_url.rstrip("/") + "/api/v1/" + path
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        if self.config.token:
-            request.add_header("Authorization", f"Bearer {self.config.token}")
+        authorize(request, self.config)  # the current credential (rotation switches it)
         context = _ssl_context(self.config) if url.startswith("https:") else None
         sent = self._clock()
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=context) as resp:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable
 
 from roost_agent.config import Config, ConfigError
+from roost_agent.credentials import authorize
 
 if TYPE_CHECKING:
     # Imported where a signature is checked: cryptography costs ~7 MB of RSS, and an agent
@@ -162,7 +163,7 @@ class ServerApi:
 
     def __init__(self, config: Config) -> None:
         self.base = config.api_url.rstrip("/")
-        self.token = config.token
+        self.config = config  # its current credential: roost_agent.credentials.authorize
         self._context: ssl.SSLContext | None = None
         if self.base.startswith("https:"):
             context = ssl.create_default_context(cadata=config.ca_certificate or None)
@@ -177,8 +178,8 @@ class ServerApi:
         server's problem detail on an HTTP error, or the network's reason."""
         url = path if "://" in path else self.base + path
         request = urllib.request.Request(url, headers=dict(headers or {}))
-        if auth and self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        if auth:
+            authorize(request, self.config)
         try:
             return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=self._context)
         except urllib.error.HTTPError as exc:
@@ -195,8 +196,7 @@ class ServerApi:
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             method="POST",
         )
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        authorize(request, self.config)
         try:
             with urllib.request.urlopen(
                 request, timeout=HTTP_TIMEOUT_S, context=self._context

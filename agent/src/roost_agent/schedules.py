@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from roost_agent.credentials import authorize
 from roost_agent.handlers import HandlerError
 
 if TYPE_CHECKING:
@@ -273,8 +274,7 @@ class Schedules:
     def _get(self, path: str) -> Any:
         url = self.config.api_url.rstrip("/") + path
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        if self.config.token:
-            request.add_header("Authorization", f"Bearer {self.config.token}")
+        authorize(request, self.config)  # the current credential (rotation switches it)
         context = None
         if url.startswith("https:"):
             context = ssl.create_default_context(cadata=self.config.ca_certificate or None)

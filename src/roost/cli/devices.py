@@ -29,6 +29,7 @@ from roost.cli.common import (
     tenant_actor,
     when,
 )
+from roost.commands.rotation import request_rotation
 from roost.credentials.keys import sas as sas_tokens
 from roost.errors import InvalidInput
 from roost.inventory.bulk.export import export_devices
@@ -486,6 +487,50 @@ def token(
     row, secret = run(work())
     typer.echo(secret)
     err.print(f"token {escape(row['id'])} for {escape(device_id)} (revoke it by that id)")
+
+
+@app.command(
+    "rotate-credentials",
+    epilog="Examples:\n\n"
+    "  roost device rotate-credentials paris-display-09\n\n"
+    "  roost device rotate-credentials paris-display-09 --certificate --json",
+)
+def rotate_credentials(
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device to ask.")],
+    certificate: Annotated[
+        bool | None,
+        typer.Option(
+            "--certificate/--no-certificate",
+            help="Ask for a new client certificate too (default: when the device holds one).",
+            show_default=False,
+        ),
+    ] = None,
+    tenant: TenantOption = "default",
+    as_json: JsonOption = False,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Ask a device's agent to rotate its credentials (queues roost.rotate_credentials).
+
+    The agent gets a new token (and certificate), switches to it and retires the old one. Follow
+    the command at GET /api/v1/devices/ID/commands/COMMAND_ID. A device connected to a running
+    server gets it at once when that server shares a bus with this command (NATS), else when it
+    next polls or connects.
+    """
+
+    async def work() -> dict[str, Any]:
+        async with open_roost(data_dir, database_url) as roost:
+            actor = await tenant_actor(roost, tenant)
+            return await request_rotation(roost, actor, device_id, certificate)
+
+    command = run(work())
+    if as_json:
+        print_json(command)
+    else:
+        out.print(
+            f"queued {escape(command['name'])} {escape(command['id'])} for {escape(device_id)} "
+            f"(certificate: {'yes' if command['params']['certificate'] else 'no'})"
+        )
 
 
 @app.command(

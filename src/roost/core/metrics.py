@@ -325,6 +325,18 @@ def table_gauge(
     _SOURCES.add(_Source(name, documentation, (label,), weakref.ref(db), query=query))
 
 
+def query_gauge(
+    name: str,
+    documentation: str,
+    labels: Sequence[str],
+    owner: object,
+    query: Callable[[Any], Awaitable[GaugeValues]],
+) -> None:
+    """Expose ``await query(owner)`` as the gauge ``name`` while ``owner`` lives, read at most
+    once per :data:`QUERY_CACHE_S` (a database question too specific for :func:`table_gauge`)."""
+    _SOURCES.add(_Source(name, documentation, tuple(labels), weakref.ref(owner), query=query))
+
+
 async def refresh() -> None:
     """Run the database-backed sources whose answer is older than :data:`QUERY_CACHE_S`."""
     now = time.monotonic()
@@ -388,6 +400,7 @@ __all__ = [
     "ingest_outcome",
     "ingest_refused",
     "mqtt_connected",
+    "query_gauge",
     "refresh",
     "table_gauge",
     "tally",

@@ -1,7 +1,8 @@
 """Offline bundles: what devices need to join, in one file (a USB stick carried into a store).
 
-A bundle names the server's endpoints and CA certificate and, for each device, a fresh device
-token and SAS key; devices that do not exist yet are created. ``roost provision bundle`` and
+A bundle names the server's endpoints, CA certificate and OTA signing key (an agent pins it from
+the stick) and, for each device, a fresh device token and SAS key; devices that do not exist yet
+are created. ``roost provision bundle`` and
 ``POST /api/v1/provisioning/bundles`` (the console's Bundles page) both make it here.
 """
 
@@ -19,6 +20,7 @@ from roost.credentials.tokens.service import CredentialService
 from roost.errors import InvalidInput, NotFound
 from roost.inventory.devices.service import DeviceService
 from roost.inventory.service import check_id
+from roost.ota.artifacts.service import ArtifactService
 
 BUNDLE_FORMAT = "roost-bundle/1"
 # Devices one bundle may hold: a store's worth, and a file an operator can still read.
@@ -52,6 +54,9 @@ class BundleServices(Protocol):
 
     @property
     def certificates(self) -> CertificateService: ...
+
+    @property
+    def artifacts(self) -> ArtifactService: ...
 
 
 def numbered_ids(prefix: str, count: int) -> list[str]:
@@ -110,6 +115,7 @@ async def make_bundle(
                 "sas_resource": sas.device_resource(actor.tenant_id, device_id),
             }
         )
+    signing_key = await roost.artifacts.signing_key_document()
     return {
         "format": BUNDLE_FORMAT,
         "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
@@ -122,5 +128,10 @@ async def make_bundle(
             "tls_port": endpoints.mqtts_port,
         },
         "ca_certificate": await roost.certificates.ca_pem(),
+        "ota_signing_key": {
+            "id": signing_key["key_id"],
+            "algorithm": signing_key["algorithm"],
+            "public_key": signing_key["public_key"],
+        },
         "devices": entries,
     }

@@ -211,8 +211,17 @@ class BundleMqtt(s.Out):
     tls_port: int | None
 
 
+class BundleSigningKey(s.Out):
+    """Roost's OTA signing key (as GET /api/v1/ota/signing-key): agents pin it from the bundle."""
+
+    id: str
+    algorithm: str
+    public_key: str = Field(description="PEM (SubjectPublicKeyInfo)")
+
+
 class BundleOut(s.Out):
-    """An offline bundle: endpoints, the CA certificate and each device's credentials."""
+    """An offline bundle: endpoints, the CA certificate, the OTA signing key and each device's
+    credentials."""
 
     format: str
     created_at: str
@@ -221,6 +230,7 @@ class BundleOut(s.Out):
     https_url: str | None
     mqtt: BundleMqtt
     ca_certificate: str
+    ota_signing_key: BundleSigningKey
     devices: list[BundleDevice]
 
 
