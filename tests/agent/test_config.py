@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from roost_agent.config import ConfigError, load_config
+from roost_agent.ota_install import OtaSettings, ServerApi, TrustedKeys
 
 from tests.support import ADMIN_PASSWORD, SECRET_KEY
 
@@ -145,6 +147,17 @@ def test_the_config_comes_from_an_offline_bundle(bundle_of_two: Path, tmp_path: 
     assert config.tls and config.mqtt_port == document["mqtt"]["tls_port"]
     assert config.ca_certificate == document["ca_certificate"]
     assert document["ca_certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    # Roost's OTA signing key comes on the stick too: the agent trusts it without asking the
+    # network (trust on first use is for agents configured without a bundle).
+    key = document["ota_signing_key"]
+    assert config.ota_signing_key == key["public_key"]
+    settings = OtaSettings.from_config(config)
+    assert settings.signing_keys == [key["public_key"]]
+    unreachable = ServerApi(replace(config, api_url="http://127.0.0.1:9"))
+    trusted = TrustedKeys(tmp_path / "pin.json", settings.signing_keys, unreachable)
+    assert list(trusted.configured) == [key["id"]]
+    assert trusted.pinned() is None  # configured keys: nothing fetched, nothing pinned
+    assert not (tmp_path / "pin.json").exists()
 
 
 def test_a_bundle_of_several_devices_needs_an_id(bundle_of_two: Path, tmp_path: Path) -> None:

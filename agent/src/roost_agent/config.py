@@ -67,6 +67,7 @@ class Config:
     local_port: int = 7090  # 0: any free port (written to data_dir/local-api.port)
     token_ttl_s: int = 900
     health_interval_s: float = 60.0  # 0: no system metrics
+    ota_signing_key: str | None = None  # Roost's OTA public key (PEM) from the offline bundle
     status_refresh_s: float = 600.0  # the agent's unchanged status is reported again this often
     hooks_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # sections the agent does not know
@@ -137,6 +138,7 @@ def _from_bundle(path: Path, device_id: str | None) -> dict[str, Any]:
         "mqtt_port": mqtt.get("tls_port") if tls else mqtt.get("port"),
         "tls": tls,
         "ca_certificate": bundle.get("ca_certificate"),
+        "ota_signing_key": (bundle.get("ota_signing_key") or {}).get("public_key"),
     }
 
 

@@ -146,6 +146,8 @@ class OtaSettings:
         if not isinstance(keep, bool):
             raise ConfigError(f"[ota] keep_downloads must be true or false, not {keep!r}")
         base = config.data_dir
+        if config.ota_signing_key:  # Roost's key from the offline bundle: pinned from the stick
+            keys = [*keys, config.ota_signing_key]
         return cls(
             files={name: (base / path).resolve() for name, path in files.items()},
             signing_keys=list(keys),
@@ -386,7 +388,8 @@ def signature_verifies(key: Ed25519PublicKey, manifest: Mapping[str, Any], signa
 class TrustedKeys:
     """The keys this device accepts signatures from: Roost's, fetched once from
     ``GET /api/v1/ota/signing-key`` and pinned in ``pin_path`` (trust on first use), plus any
-    the operator configured (``[ota] signing_keys``). A later key Roost answers with is never
+    the operator configured (``[ota] signing_keys``, and Roost's key when the offline bundle
+    carried it: then nothing is learned from the network). A later key Roost answers with is never
     pinned over the first: an artifact signed with another key is refused until the operator
     adds that key to the configuration."""
 
