@@ -14,6 +14,9 @@ import httpx
 
 from tests.support import RoostServer, free_port
 
+# Seconds a (re)starting server may take: generous, the suite shares the machine.
+SERVER_START_S = 120.0
+
 
 def write_config(
     path: Path,

@@ -15,43 +15,19 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.agent.support import AgentProcess, write_config
-from tests.support import Api, RoostServer, admin_client, eventually, free_port, make_device
+from tests.agent.support import SERVER_START_S, AgentProcess, write_config
+from tests.support import Api, RoostServer, eventually, free_port, make_device
 
 OUTAGE_S = 20.0
 # The agent retries its connection at least this often (seconds): the tests wait less for it.
 RECONNECT_MAX_S = 2
 CATCH_UP_TIMEOUT_S = 90.0
-
-
-# Seconds a (re)starting server may take: generous, the suite shares the machine.
-SERVER_START_S = 120.0
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RoostServer]:
-    """A server the test may stop and start again; no traceback in its log at the end."""
-    roost = RoostServer(tmp_path / "roost", mqtt_port=free_port()).start(timeout=SERVER_START_S)
-    try:
-        yield roost
-    finally:
-        roost.stop()
-    log = roost.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log[-5000:]
-    assert not roost.unhandled_errors(), roost.unhandled_errors()
-
-
-@pytest.fixture
-def admin(server: RoostServer) -> Iterator[Api]:
-    with admin_client(server) as api:
-        yield api
 
 
 def start_agent(

@@ -14,36 +14,15 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.agent.support import AgentProcess, write_join_config
-from tests.support import Api, RoostServer, admin_client, eventually, free_port, unique
+from tests.support import Api, RoostServer, eventually, unique
 
 V1 = "/api/v1"
-# Seconds a starting server may take: generous, the suite shares the machine.
-SERVER_START_S = 120.0
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RoostServer]:
-    roost = RoostServer(tmp_path / "roost", mqtt_port=free_port()).start(timeout=SERVER_START_S)
-    try:
-        yield roost
-    finally:
-        roost.stop()
-    log = roost.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log[-5000:]
-
-
-@pytest.fixture
-def admin(server: RoostServer) -> Iterator[Api]:
-    with admin_client(server) as api:
-        yield api
 
 
 def created(api: Api, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -10,36 +10,17 @@ from __future__ import annotations
 import json
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.agent.support import AgentProcess, write_config
+from tests.agent.support import SERVER_START_S, AgentProcess, write_config
 from tests.support import Api, RoostServer, admin_client, eventually, free_port, make_device
 
 V1 = "/api/v1"
-SERVER_START_S = 120.0
 RECONNECT_MAX_S = 2
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RoostServer]:
-    roost = RoostServer(tmp_path / "roost", mqtt_port=free_port()).start(timeout=SERVER_START_S)
-    try:
-        yield roost
-    finally:
-        roost.stop()
-    log = roost.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log[-5000:]
-
-
-@pytest.fixture
-def admin(server: RoostServer) -> Iterator[Api]:
-    with admin_client(server) as api:
-        yield api
 
 
 def values(admin: Api, device_id: str) -> list[Any]:
